@@ -1,0 +1,1 @@
+"""ingest: the webhook receiver, signature verification and the append-only event log."""

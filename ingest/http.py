@@ -1,0 +1,91 @@
+"""Errors to HTTP answers, in one place: every error body is `{"error", "detail"}`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from ingest.errors import (
+    InvalidPayload,
+    InvalidSignature,
+    LogUnavailable,
+    PayloadTooLarge,
+    ProviderNotConfigured,
+)
+
+logger = logging.getLogger("billhook.http")
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+# Status code and `error` code for each ingest error (SPEC §3).
+INGEST_ERRORS: Mapping[type[Exception], tuple[int, str]] = {
+    InvalidSignature: (400, "invalid_signature"),
+    InvalidPayload: (400, "invalid_payload"),
+    PayloadTooLarge: (413, "payload_too_large"),
+    ProviderNotConfigured: (404, "provider_not_configured"),
+    LogUnavailable: (503, "log_unavailable"),
+}
+
+# Short names for the HTTP errors Starlette raises itself (unknown path, wrong method).
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+# Webhook paths: an unexpected failure there answers 503 so the provider retries.
+WEBHOOK_PREFIX = "/webhooks/"
+
+
+def error_response(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _provider(request: Request) -> str:
+    path = request.url.path
+    return path[len(WEBHOOK_PREFIX) :] if path.startswith(WEBHOOK_PREFIX) else ""
+
+
+def _mapped(status: int, error: str) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        detail = str(exc)
+        if status == 503:
+            detail = f"the event log cannot be written ({detail}); retry later"
+        logger.warning(
+            "webhook", extra={"fields": {"provider": _provider(request), "outcome": error}}
+        )
+        return error_response(status, error, detail)
+
+    return handle
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The sender hung up mid-body: nothing was stored and nobody reads this answer.
+    return error_response(400, "client_disconnected", "the request body was not received in full")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.error(
+        "unexpected error",
+        extra={"fields": {"path": request.url.path, "error": exc.__class__.__name__}},
+    )
+    if request.url.path.startswith(WEBHOOK_PREFIX):
+        return error_response(503, "unavailable", "the event was not stored; retry later")
+    return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+def exception_handlers() -> dict[type[Exception] | int, Handler]:
+    """Handlers to pass to `Starlette(exception_handlers=...)`."""
+    handlers: dict[type[Exception] | int, Handler] = {
+        exc: _mapped(status, error) for exc, (status, error) in INGEST_ERRORS.items()
+    }
+    handlers[HTTPException] = _http_exception
+    handlers[ClientDisconnect] = _client_gone
+    handlers[Exception] = _unexpected
+    return handlers

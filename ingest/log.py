@@ -1,0 +1,217 @@
+"""The append-only event log: `events.db`, the source of truth and the queue.
+
+SQLite in WAL mode with `synchronous=FULL`, so a committed row has reached the
+disk before :meth:`EventLog.append_batch` returns. The table refuses UPDATE and
+DELETE with triggers: append-only is enforced by the database, not by habit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from ingest.envelope import EventRecord, iso_utc
+from ingest.errors import LogUnavailable
+
+# Bumped when the schema below changes; stored as PRAGMA user_version.
+SCHEMA_VERSION = 1
+# How long a writer waits for another writer's lock before answering 503.
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider TEXT NOT NULL CHECK (provider IN ('stripe', 'polar', 'billhook')),
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    livemode INTEGER CHECK (livemode IN (0, 1)),
+    occurred_at TEXT,
+    received_at TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    UNIQUE (provider, event_id)
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events is append-only: UPDATE is not allowed');
+END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events is append-only: DELETE is not allowed');
+END;
+"""
+
+_INSERT = (
+    "INSERT INTO events (provider, event_id, type, livemode, occurred_at, received_at, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (provider, event_id) DO NOTHING RETURNING seq"
+)
+_SEQ_OF = "SELECT seq FROM events WHERE provider = ? AND event_id = ?"
+_SELECT = (
+    "SELECT seq, provider, event_id, type, livemode, occurred_at, received_at, payload FROM events"
+)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where an event sits in the log; `duplicate` when it was there already."""
+
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One row of the log."""
+
+    seq: int
+    provider: str
+    event_id: str
+    type: str
+    livemode: int | None
+    occurred_at: str | None
+    received_at: str
+    payload: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventLog:
+    """A connection to `events.db`. Thread-safe: one lock serializes its use.
+
+    Raises :class:`LogUnavailable` whenever SQLite cannot do what was asked.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            conn.execute("PRAGMA synchronous=FULL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                )
+        except (sqlite3.Error, OSError) as e:
+            raise LogUnavailable(f"cannot open the event log at {path}: {e}") from e
+        self.conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def append_batch(self, records: Sequence[EventRecord]) -> list[Appended]:
+        """Append `records` in one transaction and return where each one sits.
+
+        A record whose (provider, event_id) is already in the log, or earlier
+        in the same batch, is not written again: its answer carries the seq of
+        the original and `duplicate=True`. Nothing is returned before the
+        commit is durable; on any storage error nothing of the batch is kept.
+        """
+        received_at = iso_utc(self._clock())
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                results = []
+                for r in records:
+                    row = conn.execute(
+                        _INSERT,
+                        (
+                            r.provider,
+                            r.event_id,
+                            r.type,
+                            r.livemode,
+                            r.occurred_at,
+                            received_at,
+                            r.payload,
+                        ),
+                    ).fetchone()
+                    if row is not None:
+                        results.append(Appended(seq=row[0], duplicate=False))
+                    else:
+                        original = conn.execute(_SEQ_OF, (r.provider, r.event_id)).fetchone()
+                        results.append(Appended(seq=original[0], duplicate=True))
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    # A failed COMMIT may have rolled back already; report the first error.
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise LogUnavailable(str(e)) from e
+        return results
+
+    def head_seq(self) -> int:
+        """The highest seq in the log, 0 when it is empty."""
+        return int(self._one("SELECT coalesce(max(seq), 0) FROM events", ())[0])
+
+    def get(self, seq: int) -> StoredEvent | None:
+        rows = self._rows(_SELECT + " WHERE seq = ?", (seq,))
+        return rows[0] if rows else None
+
+    def find(self, event_id: str, provider: str | None = None) -> list[StoredEvent]:
+        """Every event with this provider event id (one per provider at most)."""
+        sql = _SELECT + " WHERE event_id = ?"
+        params: tuple[object, ...] = (event_id,)
+        if provider is not None:
+            sql += " AND provider = ?"
+            params += (provider,)
+        return self._rows(sql + " ORDER BY seq", params)
+
+    def read(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        provider: str | None = None,
+        type: str | None = None,
+    ) -> list[StoredEvent]:
+        """Events with seq > `after`, oldest first, optionally filtered."""
+        where = ["seq > ?"]
+        params: list[object] = [after]
+        if provider is not None:
+            where.append("provider = ?")
+            params.append(provider)
+        if type is not None:
+            where.append("type = ?")
+            params.append(type)
+        # Only constant fragments are joined; every value is a bound parameter.
+        sql = _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._rows(sql, tuple(params))
+
+    def _rows(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
+        return [StoredEvent(*row) for row in self._fetch(sql, params)]
+
+    def _one(self, sql: str, params: tuple[object, ...]) -> Any:
+        return self._fetch(sql, params)[0]
+
+    def _fetch(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise LogUnavailable(str(e)) from e

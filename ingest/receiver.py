@@ -1,0 +1,109 @@
+"""The webhook receiver: verify, dedupe, append, fsync, then 2xx (SPEC §3).
+
+The handlers raise billhook's own errors; `ingest.http` turns them into the
+answers of the SPEC §3 table, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingest.body import read_limited
+from ingest.committer import GroupCommitter
+from ingest.envelope import EventRecord, polar_record, stripe_record
+from ingest.errors import ProviderNotConfigured
+from ingest.settings import Secret, Settings
+from ingest.verify import verify_polar, verify_stripe
+
+logger = logging.getLogger("billhook.ingest")
+
+
+class Receiver:
+    """`POST /webhooks/stripe` and `POST /webhooks/polar`.
+
+    `now` gives Unix seconds for the signature tolerance; `on_appended` is
+    called with the new head seq after each accepted event (the projector's
+    wake-up).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        committer: GroupCommitter,
+        *,
+        now: Callable[[], float] = time.time,
+        on_appended: Callable[[int], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._committer = committer
+        self._now = now
+        self._on_appended = on_appended
+        self._live = settings.mode == "live"
+
+    @property
+    def routes(self) -> list[Route]:
+        return [
+            Route("/webhooks/stripe", self.stripe, methods=["POST"]),
+            Route("/webhooks/polar", self.polar, methods=["POST"]),
+        ]
+
+    async def stripe(self, request: Request) -> Response:
+        secrets = self._secrets("stripe")
+        body = await self._body(request)
+        verify_stripe(
+            body,
+            request.headers.get("stripe-signature"),
+            secrets,
+            now=self._now(),
+            tolerance_s=self._settings.signature_tolerance_s,
+        )
+        return await self._append(stripe_record(body.decode("utf-8")))
+
+    async def polar(self, request: Request) -> Response:
+        secrets = self._secrets("polar")
+        body = await self._body(request)
+        signed_at = verify_polar(
+            body,
+            request.headers,
+            secrets,
+            now=self._now(),
+            tolerance_s=self._settings.signature_tolerance_s,
+        )
+        record = polar_record(body.decode("utf-8"), request.headers["webhook-id"], signed_at)
+        return await self._append(record)
+
+    def _secrets(self, provider: str) -> tuple[Secret, ...]:
+        secrets = self._settings.webhook_secrets(provider)
+        if not secrets:
+            raise ProviderNotConfigured(f"no webhook secret is configured for {provider}")
+        return secrets
+
+    async def _body(self, request: Request) -> bytes:
+        return await read_limited(request, self._settings.max_body_bytes)
+
+    async def _append(self, record: EventRecord) -> Response:
+        appended = await self._committer.append(record)
+        status = "duplicate" if appended.duplicate else "accepted"
+        mismatch = record.livemode is not None and bool(record.livemode) != self._live
+        logger.info(
+            "webhook",
+            extra={
+                "fields": {
+                    "provider": record.provider,
+                    "outcome": status,
+                    "seq": appended.seq,
+                    "event_id": record.event_id,
+                    "type": record.type,
+                    **({"mode_mismatch": True} if mismatch else {}),
+                }
+            },
+        )
+        if not appended.duplicate and self._on_appended is not None:
+            self._on_appended(appended.seq)
+        return JSONResponse({"status": status, "seq": appended.seq})

@@ -1,0 +1,1 @@
+"""projections: pure reducers, the entitlement resolver, the projection store and API."""

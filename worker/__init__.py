@@ -1,0 +1,1 @@
+"""worker: the processes around the log — web server, projector workers, CLI."""

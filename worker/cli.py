@@ -1,0 +1,165 @@
+"""The `billhook` command line. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ingest.errors import IngestError
+from ingest.log import EventLog, StoredEvent
+from ingest.settings import Settings, load_settings, resolve_config_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Longest message of an unexpected error we print; it must stay one short line.
+MAX_ERROR_CHARS = 200
+
+
+class BillhookGroup(click.Group):
+    """A click group that turns every failure into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except IngestError as e:
+            raise click.ClickException(str(e)) from None
+        except Exception as e:
+            message = " ".join(str(e).split())[:MAX_ERROR_CHARS]
+            raise click.ClickException(f"unexpected {e.__class__.__name__}: {message}") from None
+
+
+def config_option(command: F) -> F:
+    """`--config PATH` on every command; else $BILLHOOK_CONFIG, else ./billhook.toml."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Config file [default: $BILLHOOK_CONFIG, else ./billhook.toml, else built-ins].",
+    )(command)
+
+
+def load(config_path: Path | None) -> Settings:
+    path = resolve_config_path(config_path, os.environ, Path.cwd())
+    try:
+        return load_settings(path, os.environ)
+    except IngestError as e:
+        raise click.ClickException(f"invalid config: {e}") from None
+
+
+def open_existing_log(settings: Settings) -> EventLog:
+    """The event log for reading; a missing one is an error, not a new empty file."""
+    if not settings.events_path.is_file():
+        raise click.ClickException(f"no event log at {settings.events_path}")
+    return EventLog(settings.events_path)
+
+
+@click.group(cls=BillhookGroup)
+@click.version_option(package_name="billhook")
+def main() -> None:
+    """billhook: billing webhooks in, entitlements out."""
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(config_path: Path | None, host: str, port: int, log_level: str) -> None:
+    """Serve the webhook receiver and the API."""
+    import uvicorn
+
+    from worker import logs
+    from worker.server import create_app
+
+    settings = load(config_path)
+    logs.configure(log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.group()
+def events() -> None:
+    """Read the event log."""
+
+
+@events.command("list")
+@config_option
+@click.option("--provider", type=click.Choice(["stripe", "polar", "billhook"]))
+@click.option("--type", "event_type", help="Only events of this type.")
+@click.option(
+    "--after", type=click.IntRange(min=0), default=0, help="Only events with seq > AFTER."
+)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def events_list(
+    config_path: Path | None, provider: str | None, event_type: str | None, after: int, limit: int
+) -> None:
+    """List events, oldest first: seq, provider, id, type, livemode, times."""
+    log = open_existing_log(load(config_path))
+    try:
+        rows = log.read(after=after, limit=limit, provider=provider, type=event_type)
+    finally:
+        log.close()
+    click.echo("seq\tprovider\tevent_id\ttype\tlivemode\toccurred_at\treceived_at")
+    for e in rows:
+        livemode = "" if e.livemode is None else str(e.livemode)
+        click.echo(
+            f"{e.seq}\t{e.provider}\t{e.event_id}\t{e.type}\t{livemode}"
+            f"\t{e.occurred_at or ''}\t{e.received_at}"
+        )
+
+
+@events.command("show")
+@config_option
+@click.argument("ref")
+@click.option("--provider", type=click.Choice(["stripe", "polar", "billhook"]))
+def events_show(config_path: Path | None, ref: str, provider: str | None) -> None:
+    """Show one event, by SEQ or by provider EVENT_ID, with its stored payload."""
+    log = open_existing_log(load(config_path))
+    try:
+        found = _find(log, ref, provider)
+    finally:
+        log.close()
+    for key in ("seq", "provider", "event_id", "type", "livemode", "occurred_at", "received_at"):
+        value = getattr(found, key)
+        click.echo(f"{key}: {'' if value is None else value}")
+    try:
+        payload = json.dumps(json.loads(found.payload), indent=2, sort_keys=True)
+    except ValueError:
+        payload = found.payload
+    click.echo("payload:")
+    click.echo(payload)
+
+
+def _find(log: EventLog, ref: str, provider: str | None) -> StoredEvent:
+    if ref.isascii() and ref.isdigit():
+        event = log.get(int(ref))
+        if event is None:
+            raise click.ClickException(f"no event with seq {ref}")
+        return event
+    matches = log.find(ref, provider)
+    if not matches:
+        raise click.ClickException(f"no event with id {ref!r}")
+    if len(matches) > 1:
+        raise click.ClickException(f"{len(matches)} events have id {ref!r}; pass --provider")
+    return matches[0]
