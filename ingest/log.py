@@ -50,8 +50,7 @@ END;
 
 _INSERT = (
     "INSERT INTO events (provider, event_id, type, livemode, occurred_at, received_at, payload)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (provider, event_id) DO NOTHING RETURNING seq"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"
 )
 _SEQ_OF = "SELECT seq FROM events WHERE provider = ? AND event_id = ?"
 _SELECT = (
@@ -136,23 +135,15 @@ class EventLog:
                 conn.execute("BEGIN IMMEDIATE")
                 results = []
                 for r in records:
-                    row = conn.execute(
-                        _INSERT,
-                        (
-                            r.provider,
-                            r.event_id,
-                            r.type,
-                            r.livemode,
-                            r.occurred_at,
-                            received_at,
-                            r.payload,
-                        ),
-                    ).fetchone()
-                    if row is not None:
-                        results.append(Appended(seq=row[0], duplicate=False))
-                    else:
-                        original = conn.execute(_SEQ_OF, (r.provider, r.event_id)).fetchone()
+                    # Look before inserting: under the write lock this cannot race, and
+                    # unlike ON CONFLICT it leaves no gap in AUTOINCREMENT's sequence.
+                    original = conn.execute(_SEQ_OF, (r.provider, r.event_id)).fetchone()
+                    if original is not None:
                         results.append(Appended(seq=original[0], duplicate=True))
+                        continue
+                    row = (r.provider, r.event_id, r.type, r.livemode, r.occurred_at)
+                    seq = conn.execute(_INSERT, (*row, received_at, r.payload)).fetchone()[0]
+                    results.append(Appended(seq=seq, duplicate=False))
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 if conn.in_transaction:

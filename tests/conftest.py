@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingest.log import EventLog
+from ingest.settings import Settings
+from tests.support import make_settings, serve_in_thread
+from worker.server import create_app
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def event_log(settings: Settings) -> Iterator[EventLog]:
+    log = EventLog(settings.events_path)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def server(settings: Settings, event_log: EventLog) -> Iterator[str]:
+    """A real uvicorn server with the test settings; yields its base URL."""
+    with serve_in_thread(create_app(settings, log=event_log)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=10) as c:
+        yield c
