@@ -1,0 +1,157 @@
+"""The CLI: events list/show, --config everywhere, one-line errors (SPEC §9)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ingest.envelope import EventRecord
+from ingest.log import EventLog
+from worker.cli import main
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "billhook.toml"
+    path.write_text(f'[billhook]\ndata_dir = "{tmp_path / "data"}"\n')
+    log = EventLog(tmp_path / "data" / "events.db")
+    log.append_batch(
+        [
+            EventRecord(
+                "stripe", "evt_1", "customer.subscription.created", 0, None, '{"id": "evt_1"}'
+            ),
+            EventRecord(
+                "polar", "msg_1", "subscription.active", None, "2026-11-21T00:00:00.000Z", "{}"
+            ),
+            EventRecord("stripe", "evt_2", "customer.subscription.updated", 1, None, "{}"),
+        ]
+    )
+    log.close()
+    return path
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_events_list_filters(config: Path) -> None:
+    code, out = _run("events", "list", "--config", str(config))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split("\t") == [
+        "seq",
+        "provider",
+        "event_id",
+        "type",
+        "livemode",
+        "occurred_at",
+        "received_at",
+    ]
+    assert [line.split("\t")[0] for line in lines[1:]] == ["1", "2", "3"]
+    _, out = _run("events", "list", "--config", str(config), "--provider", "stripe", "--after", "1")
+    assert [line.split("\t")[2] for line in out.splitlines()[1:]] == ["evt_2"]
+    _, out = _run("events", "list", "--config", str(config), "--type", "subscription.active")
+    assert [line.split("\t")[2] for line in out.splitlines()[1:]] == ["msg_1"]
+    _, out = _run("events", "list", "--config", str(config), "--limit", "1")
+    assert len(out.splitlines()) == 2
+
+
+def test_events_show_by_seq_and_by_id(config: Path) -> None:
+    code, out = _run("events", "show", "1", "--config", str(config))
+    assert code == 0
+    assert "event_id: evt_1" in out
+    assert '"id": "evt_1"' in out
+    code, out = _run("events", "show", "msg_1", "--config", str(config))
+    assert code == 0
+    assert "seq: 2" in out
+    assert "provider: polar" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["events", "show", "99"], "Error: no event with seq 99"),
+        (["events", "show", "evt_nope"], "Error: no event with id 'evt_nope'"),
+        (["events", "list", "--limit", "0"], "Invalid value for '--limit'"),
+    ],
+)
+def test_events_errors_are_one_line(config: Path, args: list[str], message: str) -> None:
+    code, out = _run(*args, "--config", str(config))
+    assert code != 0
+    assert message in out
+
+
+def test_missing_log_is_an_error_not_a_new_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[billhook]\ndata_dir = "{tmp_path / "none"}"\n')
+    code, out = _run("events", "list", "--config", str(cfg))
+    assert code == 1
+    assert out.strip() == f"Error: no event log at {tmp_path / 'none' / 'events.db'}"
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[billhook]\nmode = "prod"\n',
+            "billhook.mode: expected one of 'test', 'live', got 'prod'",
+        ),
+        ("[billhook\n", "not valid TOML"),
+        ("[stripe.prices]\np = { tier = 'gold', interval = 'month' }\n", "stripe.prices.p.tier"),
+    ],
+)
+def test_serve_with_an_invalid_config_exits_with_one_line(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker", "serve", "--config", str(cfg), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: invalid config: ")
+    assert message in lines[0]
+
+
+def test_serve_with_an_unusable_data_dir_exits_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where the data dir should be")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[billhook]\ndata_dir = "{tmp_path / "blocker" / "data"}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker", "serve", "--config", str(cfg), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: cannot open the event log")
+
+
+def test_config_from_the_environment_and_the_working_directory(
+    config: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BILLHOOK_CONFIG", str(config))
+    code, out = _run("events", "show", "3")
+    assert code == 0
+    assert "event_id: evt_2" in out
+    monkeypatch.delenv("BILLHOOK_CONFIG")
+    monkeypatch.chdir(tmp_path)  # ./billhook.toml is the fixture's file
+    code, out = _run("events", "show", "3")
+    assert code == 0
+    assert "event_id: evt_2" in out
