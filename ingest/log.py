@@ -128,11 +128,12 @@ class EventLog:
         the original and `duplicate=True`. Nothing is returned before the
         commit is durable; on any storage error nothing of the batch is kept.
         """
-        received_at = iso_utc(self._clock())
         with self._lock:
             conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                # Read the clock once the write lock is ours, not before waiting for it.
+                received_at = iso_utc(self._clock())
                 results = []
                 for r in records:
                     # Look before inserting: under the write lock this cannot race, and
