@@ -1,0 +1,354 @@
+"""From a logged event to the facts it states. Pure: no clock, I/O or config.
+
+One small function per event family, chosen by a dict on the event type.
+An event billhook does not understand yields no facts; a known event whose
+payload is malformed raises :class:`DecodeError` and is quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest.log import StoredEvent
+from ingest.settings import ENFORCEMENT_MODES
+from projections.errors import DecodeError
+from projections.facts import (
+    OVERRIDE_KINDS,
+    EnforcementFact,
+    Fact,
+    Item,
+    LinkFact,
+    Order,
+    OverrideFact,
+    SubscriptionFact,
+)
+
+# Stripe subscription events; the rank orders same-second events (SPEC §5).
+STRIPE_SUBSCRIPTION_RANKS = {
+    "customer.subscription.created": 0,
+    "customer.subscription.updated": 1,
+    "customer.subscription.paused": 1,
+    "customer.subscription.resumed": 1,
+    "customer.subscription.trial_will_end": 1,
+    "customer.subscription.pending_update_applied": 1,
+    "customer.subscription.pending_update_expired": 1,
+    "customer.subscription.deleted": 2,
+}
+STRIPE_CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+POLAR_SUBSCRIPTION_EVENTS = frozenset(
+    {
+        "subscription.created",
+        "subscription.active",
+        "subscription.updated",
+        "subscription.canceled",
+        "subscription.uncanceled",
+        "subscription.past_due",
+        "subscription.paused",
+        "subscription.resumed",
+        "subscription.revoked",
+    }
+)
+POLAR_CUSTOMER_EVENTS = frozenset(
+    {"customer.created", "customer.updated", "customer.state_changed"}
+)
+# Provider statuses after which a subscription never comes back.
+STRIPE_TERMINAL = frozenset({"canceled", "incomplete_expired"})
+POLAR_TERMINAL = frozenset({"canceled", "incomplete_expired", "revoked", "ended"})
+# Provider status → normalized status, before the canceling rule (SPEC §5).
+NORMALIZED = {
+    "trialing": "trialing",
+    "active": "active",
+    "past_due": "past_due",
+    "unpaid": "unpaid",
+    "incomplete": "incomplete",
+    "paused": "paused",
+    "canceled": "inactive",
+    "incomplete_expired": "inactive",
+    "revoked": "inactive",
+    "ended": "inactive",
+}
+
+# billhook's own operator events.
+OVERRIDE_SET = "billhook.override_set"
+OVERRIDE_REVOKED = "billhook.override_revoked"
+ENFORCEMENT_SET = "billhook.enforcement_set"
+
+
+def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
+    """The facts `event` states; [] for events billhook does not project."""
+    handler = _HANDLERS.get((event.provider, _family(event)))
+    if handler is None:
+        return []
+    try:
+        payload = json.loads(event.payload)
+        if not isinstance(payload, dict):
+            raise DecodeError("payload is not a JSON object")
+        return handler(event, payload, workspace_key)
+    except DecodeError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DecodeError(f"{e.__class__.__name__}: {e}") from e
+
+
+def understands(event: StoredEvent) -> bool:
+    """Whether billhook projects events of this provider and type."""
+    return (event.provider, _family(event)) in _HANDLERS
+
+
+def _family(event: StoredEvent) -> str:
+    if event.provider == "stripe":
+        if event.type in STRIPE_SUBSCRIPTION_RANKS:
+            return "subscription"
+        if event.type in STRIPE_CUSTOMER_EVENTS:
+            return "customer"
+        if event.type == "checkout.session.completed":
+            return "checkout"
+    elif event.provider == "polar":
+        if event.type in POLAR_SUBSCRIPTION_EVENTS:
+            return "subscription"
+        if event.type in POLAR_CUSTOMER_EVENTS:
+            return "customer"
+    elif event.provider == "billhook" and event.type in (OVERRIDE_SET, OVERRIDE_REVOKED):
+        return "override"
+    elif event.provider == "billhook" and event.type == ENFORCEMENT_SET:
+        return "enforcement"
+    return ""
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _epoch_us(seconds: int) -> int:
+    return seconds * 1_000_000
+
+
+def iso_to_us(value: str) -> int:
+    """Microseconds since the epoch of an ISO 8601 time (naive means UTC)."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _iso_from_epoch(seconds: object) -> str | None:
+    if isinstance(seconds, int) and not isinstance(seconds, bool):
+        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None
+
+
+def _iso(value: object) -> str | None:
+    if isinstance(value, str) and value:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _metadata(obj: Mapping[str, Any], key: str) -> str | None:
+    metadata = obj.get("metadata")
+    return _str(metadata.get(key)) if isinstance(metadata, dict) else None
+
+
+def _id_of(value: object) -> str | None:
+    """Stripe fields are ids, or the expanded object with an `id`."""
+    if isinstance(value, dict):
+        return _str(value.get("id"))
+    return _str(value)
+
+
+def _with_attention(fact: SubscriptionFact) -> SubscriptionFact:
+    """Seed a snapshot's own attention record (see SubscriptionFact)."""
+    if fact.status in ("past_due", "unpaid"):
+        return replace(fact, attention_us=(fact.order.time_us,))
+    return replace(fact, healthy_us=fact.order.time_us)
+
+
+def _normalized(provider_status: str, canceling: bool) -> str:
+    status = NORMALIZED.get(provider_status)
+    if status is None:
+        raise DecodeError(f"unknown subscription status {provider_status!r}")
+    if canceling and status in ("active", "trialing"):
+        return "canceling"
+    return status
+
+
+# -- Stripe --------------------------------------------------------------------------------
+
+
+def _stripe_subscription(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    sub = payload["data"]["object"]
+    created = payload["created"]
+    if not isinstance(created, int):
+        raise DecodeError("event has no integer `created`")
+    provider_status = sub["status"]
+    cancel_at_period_end = bool(sub.get("cancel_at_period_end"))
+    canceling = cancel_at_period_end or sub.get("cancel_at") is not None
+    items = tuple(_stripe_item(item, sub) for item in sub.get("items", {}).get("data", []))
+    workspace = _metadata(sub, key)
+    customer = _id_of(sub.get("customer"))
+    order = Order(
+        time_us=_epoch_us(created),
+        terminal=provider_status in STRIPE_TERMINAL,
+        rank=STRIPE_SUBSCRIPTION_RANKS[event.type],
+        seq=event.seq,
+    )
+    fact = SubscriptionFact(
+        provider="stripe",
+        id=sub["id"],
+        customer=customer,
+        workspace=workspace,
+        status=_normalized(provider_status, canceling),
+        provider_status=provider_status,
+        product=None,
+        items=items,
+        seats=None,
+        cancel_at_period_end=cancel_at_period_end,
+        current_period_end=_iso_from_epoch(sub.get("current_period_end")),
+        livemode=event.livemode,
+        event_id=event.event_id,
+        order=order,
+    )
+    facts: list[Fact] = [_with_attention(fact)]
+    if workspace and customer:
+        facts.append(LinkFact("stripe", customer, workspace, order.time_us, event.seq))
+    return facts
+
+
+def _stripe_item(item: Mapping[str, Any], sub: Mapping[str, Any]) -> Item:
+    price = _id_of(item.get("price")) or _id_of(item.get("plan"))
+    if price is None:
+        raise DecodeError("subscription item without a price")
+    # Current API versions keep the period on each item; older ones on the subscription.
+    period_end = item.get("current_period_end", sub.get("current_period_end"))
+    return Item(
+        price=price,
+        quantity=_int(item.get("quantity")),
+        current_period_end=_iso_from_epoch(period_end),
+    )
+
+
+def _stripe_customer(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    customer = payload["data"]["object"]
+    workspace = _metadata(customer, key)
+    if workspace is None:
+        return []
+    return [LinkFact("stripe", customer["id"], workspace, _epoch_us(payload["created"]), event.seq)]
+
+
+def _stripe_checkout(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    session = payload["data"]["object"]
+    workspace = _str(session.get("client_reference_id")) or _metadata(session, key)
+    customer = _id_of(session.get("customer"))
+    if workspace is None or customer is None:
+        return []
+    return [LinkFact("stripe", customer, workspace, _epoch_us(payload["created"]), event.seq)]
+
+
+# -- Polar ---------------------------------------------------------------------------------
+
+
+def _polar_subscription(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    sub = payload["data"]
+    provider_status = "revoked" if event.type == "subscription.revoked" else sub["status"]
+    cancel_at_period_end = bool(sub.get("cancel_at_period_end"))
+    stamp = sub.get("modified_at") or sub["created_at"]
+    order = Order(
+        time_us=iso_to_us(stamp),
+        terminal=provider_status in POLAR_TERMINAL,
+        rank=0,
+        seq=event.seq,
+    )
+    customer_obj = sub.get("customer") if isinstance(sub.get("customer"), dict) else {}
+    customer = _str(sub.get("customer_id")) or _str(customer_obj.get("id"))
+    fact = SubscriptionFact(
+        provider="polar",
+        id=sub["id"],
+        customer=customer,
+        workspace=_metadata(sub, key),
+        status=_normalized(provider_status, cancel_at_period_end),
+        provider_status=provider_status,
+        product=_str(sub.get("product_id")),
+        items=(),
+        seats=_int(sub.get("seats")),
+        cancel_at_period_end=cancel_at_period_end,
+        current_period_end=_iso(sub.get("current_period_end")),
+        livemode=None,
+        event_id=event.event_id,
+        order=order,
+    )
+    facts: list[Fact] = [_with_attention(fact)]
+    linked = _polar_customer_workspace(customer_obj, key) or fact.workspace
+    if linked and customer:
+        facts.append(LinkFact("polar", customer, linked, order.time_us, event.seq))
+    return facts
+
+
+def _polar_customer_workspace(customer: Mapping[str, Any], key: str) -> str | None:
+    return _str(customer.get("external_id")) or _metadata(customer, key)
+
+
+def _polar_customer(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    customer = payload["data"]
+    workspace = _polar_customer_workspace(customer, key)
+    if workspace is None:
+        return []
+    stamp = customer.get("modified_at") or customer.get("created_at") or payload["timestamp"]
+    return [LinkFact("polar", customer["id"], workspace, iso_to_us(stamp), event.seq)]
+
+
+# -- billhook operator events --------------------------------------------------------------
+
+
+def _override(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    kind = payload["kind"]
+    if kind not in OVERRIDE_KINDS:
+        raise DecodeError(f"unknown override kind {kind!r}")
+    active = event.type == OVERRIDE_SET
+    return [
+        OverrideFact(
+            workspace=payload["workspace_id"],
+            kind=kind,
+            tier=payload["tier"] if active else None,
+            expires_at=payload.get("expires_at") if active else None,
+            active=active,
+            reason=payload.get("reason", ""),
+            actor=payload.get("actor", ""),
+            seq=event.seq,
+        )
+    ]
+
+
+def _enforcement(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    mode = payload["mode"]
+    if mode not in ENFORCEMENT_MODES:
+        raise DecodeError(f"unknown enforcement mode {mode!r}")
+    return [
+        EnforcementFact(mode, payload.get("approved_by", ""), payload.get("reason", ""), event.seq)
+    ]
+
+
+Handler = Callable[[StoredEvent, Mapping[str, Any], str], list[Fact]]
+
+_HANDLERS: Mapping[tuple[str, str], Handler] = {
+    ("stripe", "subscription"): _stripe_subscription,
+    ("stripe", "customer"): _stripe_customer,
+    ("stripe", "checkout"): _stripe_checkout,
+    ("polar", "subscription"): _polar_subscription,
+    ("polar", "customer"): _polar_customer,
+    ("billhook", "override"): _override,
+    ("billhook", "enforcement"): _enforcement,
+}
