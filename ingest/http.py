@@ -37,8 +37,32 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 WEBHOOK_PREFIX = "/webhooks/"
 
 
+class ApiError(Exception):
+    """An answer other than success, raised anywhere a request is handled.
+
+    `extra` adds fields to the error body (the 402 answer of a check carries
+    the whole decision).
+    """
+
+    def __init__(
+        self, status: int, error: str, detail: str, extra: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.extra = dict(extra or {})
+
+
 def error_response(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(
+        {**exc.extra, "error": exc.error, "detail": exc.detail}, status_code=exc.status
+    )
 
 
 def _provider(request: Request) -> str:
@@ -51,9 +75,12 @@ def _mapped(status: int, error: str) -> Handler:
         detail = str(exc)
         if status == 503:
             detail = f"the event log cannot be written ({detail}); retry later"
-        logger.warning(
-            "webhook", extra={"fields": {"provider": _provider(request), "outcome": error}}
-        )
+        provider = _provider(request)
+        if provider:
+            logger.warning("webhook", extra={"fields": {"provider": provider, "outcome": error}})
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.webhooks.labels(provider, error).inc()
         return error_response(status, error, detail)
 
     return handle
@@ -85,6 +112,7 @@ def exception_handlers() -> dict[type[Exception] | int, Handler]:
     handlers: dict[type[Exception] | int, Handler] = {
         exc: _mapped(status, error) for exc, (status, error) in INGEST_ERRORS.items()
     }
+    handlers[ApiError] = _api_error
     handlers[HTTPException] = _http_exception
     handlers[ClientDisconnect] = _client_gone
     handlers[Exception] = _unexpected

@@ -158,6 +158,11 @@ class EventLog:
         """The highest seq in the log, 0 when it is empty."""
         return int(self._one("SELECT coalesce(max(seq), 0) FROM events", ())[0])
 
+    def last_seq_at(self, received_at: str) -> int:
+        """The last seq committed at or before `received_at` (the log's ISO format), else 0."""
+        sql = "SELECT coalesce(max(seq), 0) FROM events WHERE received_at <= ?"
+        return int(self._one(sql, (received_at,))[0])
+
     def get(self, seq: int) -> StoredEvent | None:
         rows = self._rows(_SELECT + " WHERE seq = ?", (seq,))
         return rows[0] if rows else None

@@ -18,6 +18,7 @@ from ingest.body import read_limited
 from ingest.committer import GroupCommitter
 from ingest.envelope import EventRecord, polar_record, stripe_record
 from ingest.errors import ProviderNotConfigured
+from ingest.metrics import Metrics
 from ingest.settings import Secret, Settings
 from ingest.verify import verify_polar, verify_stripe
 
@@ -39,12 +40,14 @@ class Receiver:
         *,
         now: Callable[[], float] = time.time,
         on_appended: Callable[[int], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._committer = committer
         self._now = now
         self._on_appended = on_appended
         self._live = settings.mode == "live"
+        self._metrics = metrics
 
     @property
     def routes(self) -> list[Route]:
@@ -104,6 +107,8 @@ class Receiver:
                 }
             },
         )
+        if self._metrics is not None:
+            self._metrics.webhooks.labels(record.provider, status).inc()
         if not appended.duplicate and self._on_appended is not None:
             self._on_appended(appended.seq)
         return JSONResponse({"status": status, "seq": appended.seq})

@@ -13,6 +13,7 @@ import click
 from ingest.errors import IngestError
 from ingest.log import EventLog, StoredEvent
 from ingest.settings import Settings, load_settings, resolve_config_path
+from projections.errors import ProjectionError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,7 +29,7 @@ class BillhookGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except IngestError as e:
+        except (IngestError, ProjectionError) as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:
             message = " ".join(str(e).split())[:MAX_ERROR_CHARS]

@@ -1,21 +1,43 @@
-"""The web process: the receiver, and the ops routes, in one Starlette app."""
+"""The web process: the receiver, the entitlement API and the ops routes.
+
+Without Redis it also runs the embedded projector. Every connection it opens
+is its own: the receiver's writer, the projector's reader and store, and the
+API's read-only store.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ingest.committer import GroupCommitter
+from ingest.errors import LogUnavailable
 from ingest.http import exception_handlers
 from ingest.log import EventLog
+from ingest.metrics import Metrics
 from ingest.receiver import Receiver
 from ingest.settings import Settings
+from projections.api import EntitlementApi
+from projections.errors import StoreUnavailable
+from projections.store import ProjectionStore
+from worker.embedded import EmbeddedProjector, wait_until_projected
+
+# /readyz fails when projections trail the log head by more than this many events.
+READY_MAX_LAG = 1000
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 async def healthz(request: Request) -> Response:
@@ -28,25 +50,98 @@ def create_app(
     *,
     log: EventLog | None = None,
     now: Callable[[], float] = time.time,
+    clock: Callable[[], datetime] = _utcnow,
 ) -> Starlette:
-    """Build the web app. A `log` passed in stays the caller's to close."""
+    """Build the web app. A `log` passed in stays the caller's to close.
+
+    `now` (Unix seconds) drives signature tolerance; `clock` drives
+    entitlement time rules. Tests inject both.
+    """
     owns_log = log is None
     event_log = log if log is not None else EventLog(settings.events_path)
+    log_path: Path = event_log.path
+    projector_log = EventLog(log_path)
+    projector_store = ProjectionStore(settings.projections_path, settings)
+    api_store = ProjectionStore(settings.projections_path, settings)
+    metrics = Metrics()
     committer = GroupCommitter(event_log)
-    receiver = Receiver(settings, committer, now=now)
+    projector = EmbeddedProjector(projector_log, projector_store)
+    receiver = Receiver(settings, committer, now=now, on_appended=projector.wake, metrics=metrics)
+
+    async def wait_for(seq: int) -> None:
+        await wait_until_projected(api_store, seq, projector.wake)
+
+    api = EntitlementApi(
+        settings,
+        api_store,
+        projector_log,
+        append=committer.append,
+        wait_for=wait_for,
+        now=clock,
+        on_decision=lambda decision, reason: metrics.checks.labels(
+            decision, reason or "none"
+        ).inc(),
+    )
+
+    def observe() -> tuple[int, int]:
+        head = event_log.head_seq()
+        seq, skipped, quarantined = api_store.stats()
+        metrics.log_head.set(head)
+        metrics.projection_seq.set(seq)
+        metrics.projection_lag.set(max(head - seq, 0))
+        metrics.quarantined.set(quarantined)
+        metrics.skipped.set(skipped)
+        return head, seq
+
+    async def metrics_route(request: Request) -> Response:
+        # When a store cannot be read the counters still answer; gauges keep their last values.
+        with contextlib.suppress(LogUnavailable, StoreUnavailable):
+            observe()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            head, seq = observe()
+            checks["log"] = "ok"
+            checks["projections"] = (
+                "ok" if head - seq <= READY_MAX_LAG else f"lagging by {head - seq}"
+            )
+        except LogUnavailable:
+            checks["log"] = "unavailable"
+        except StoreUnavailable:
+            checks["projections"] = "unavailable"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await committer.aclose()
-        if owns_log:
-            event_log.close()
+        projector.start()
+        try:
+            yield
+        finally:
+            await committer.aclose()
+            projector.stop()
+            for closable in (projector_log, projector_store, api_store):
+                closable.close()
+            if owns_log:
+                event_log.close()
 
     app = Starlette(
-        routes=[*receiver.routes, Route("/healthz", healthz, methods=["GET"])],
+        routes=[
+            *receiver.routes,
+            *api.routes,
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_route, methods=["GET"]),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
     app.state.log = event_log
     app.state.settings = settings
+    app.state.metrics = metrics
     return app

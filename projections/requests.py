@@ -1,0 +1,75 @@
+"""Reading API request bodies: JSON objects, with errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from ingest.body import read_limited
+from ingest.errors import PayloadTooLarge
+from ingest.http import ApiError
+
+# Largest API request body; real ones are a few hundred bytes.
+MAX_REQUEST_BYTES = 65_536
+
+
+def invalid(detail: str) -> ApiError:
+    return ApiError(400, "invalid_request", detail)
+
+
+async def json_object(request: Request) -> Mapping[str, Any]:
+    try:
+        body = await read_limited(request, MAX_REQUEST_BYTES)
+    except PayloadTooLarge as e:
+        raise ApiError(413, "payload_too_large", str(e)) from None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise invalid("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise invalid("the body must be a JSON object")
+    return data
+
+
+def text(data: Mapping[str, Any], field: str, *, required: bool = True) -> str | None:
+    value = data.get(field)
+    if value is None:
+        if required:
+            raise invalid(f"missing field: {field}")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(f"field {field} must be a non-empty string")
+    return value
+
+
+def required_text(data: Mapping[str, Any], field: str) -> str:
+    value = text(data, field)
+    assert value is not None
+    return value
+
+
+def count(data: Mapping[str, Any], field: str) -> int | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid(f"field {field} must be a whole number, zero or more")
+    return value
+
+
+def timestamp(data: Mapping[str, Any], field: str) -> str | None:
+    """An optional ISO 8601 time with a timezone, returned normalized to UTC `Z`."""
+    value = text(data, field, required=False)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid(f"field {field} must be an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise invalid(f"field {field} must carry a timezone, e.g. 2027-01-01T00:00:00Z")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,87 @@
+"""The embedded projector: the default when no Redis is configured.
+
+A thread in the web process applies new log events to `projections.db`. The
+receiver wakes it after each commit; a timer wakes it too, so nothing depends
+on a wake-up arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ingest.errors import LogUnavailable
+from ingest.log import EventLog
+from projections.errors import StoreUnavailable
+from projections.projector import catch_up
+from projections.store import ProjectionStore
+
+logger = logging.getLogger("billhook.projector")
+
+# How often the projector looks at the log even without a wake-up.
+POLL_INTERVAL_S = 1.0
+# How long an admin write waits to see itself projected before answering anyway.
+WAIT_FOR_TIMEOUT_S = 5.0
+
+
+class EmbeddedProjector:
+    """Runs `catch_up` on its own thread whenever woken."""
+
+    def __init__(
+        self, log: EventLog, store: ProjectionStore, *, interval_s: float = POLL_INTERVAL_S
+    ) -> None:
+        self._log = log
+        self._store = store
+        self._interval_s = interval_s
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="billhook-projector", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self, seq: int | None = None) -> None:
+        """Say there is new log; cheap and safe from any thread."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            try:
+                result = catch_up(self._log, self._store)
+            except (LogUnavailable, StoreUnavailable) as e:
+                logger.warning(
+                    "projector", extra={"fields": {"outcome": "unavailable", "error": str(e)}}
+                )
+                time.sleep(self._interval_s)
+                continue
+            if result.applied or result.skipped or result.quarantined:
+                logger.info(
+                    "projector",
+                    extra={
+                        "fields": {
+                            "outcome": "applied",
+                            "applied": result.applied,
+                            "skipped": result.skipped,
+                            "quarantined": result.quarantined,
+                            "seq": result.checkpoint,
+                        }
+                    },
+                )
+
+
+async def wait_until_projected(store: ProjectionStore, seq: int, wake: Callable[[], None]) -> None:
+    """Return once `store` has applied `seq`, or after a bounded wait."""
+    wake()
+    deadline = time.monotonic() + WAIT_FOR_TIMEOUT_S
+    while store.checkpoint() < seq and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
