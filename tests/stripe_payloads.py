@@ -1,0 +1,97 @@
+"""Stripe objects for tests, built from Stripe's own example fixtures.
+
+Personal data is planted on purpose (`STRIPE_PII`) so privacy tests can prove
+it never leaves the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tests.support import stripe_object
+
+STRIPE_PII = ("ada.lovelace@example.com", "Ada Lovelace", "12 Secret Street")
+# 2026-12-01T00:00:00Z
+PERIOD_END = 1_796_083_200
+
+
+def _person(obj: dict[str, Any]) -> None:
+    email, name, street = STRIPE_PII
+    obj["email"] = email
+    obj["name"] = name
+    obj["address"] = {**obj.get("address", {}), "line1": street, "city": "London", "country": "GB"}
+
+
+def stripe_subscription(
+    *,
+    id: str = "sub_1",
+    customer: str = "cus_1",
+    status: str = "active",
+    items: Sequence[tuple[str, int | None]] = (("price_team_monthly", 5),),
+    cancel_at_period_end: bool = False,
+    cancel_at: int | None = None,
+    metadata: dict[str, str] | None = None,
+    period_end: int = PERIOD_END,
+    old_api: bool = False,
+) -> dict[str, Any]:
+    """A subscription; `old_api` puts the billing period on the subscription, not the items."""
+    sub = stripe_object("subscription")
+    template = sub["items"]["data"][0]
+    data = []
+    for n, (price, quantity) in enumerate(items):
+        item = {**template, "id": f"si_{id}_{n}", "subscription": id, "quantity": quantity}
+        item["price"] = {**template["price"], "id": price}
+        item["plan"] = {**template["plan"], "id": price}
+        if old_api:
+            item.pop("current_period_end", None)
+            item.pop("current_period_start", None)
+        else:
+            item["current_period_end"] = period_end
+            item["current_period_start"] = period_end - 30 * 86_400
+        data.append(item)
+    sub.update(
+        id=id,
+        customer=customer,
+        status=status,
+        cancel_at_period_end=cancel_at_period_end,
+        cancel_at=cancel_at,
+        canceled_at=None,
+        ended_at=None,
+        metadata=metadata or {},
+        items={**sub["items"], "data": data, "url": f"/v1/subscription_items?subscription={id}"},
+    )
+    if old_api:
+        sub["current_period_end"] = period_end
+        sub["current_period_start"] = period_end - 30 * 86_400
+    return sub
+
+
+def stripe_customer(*, id: str = "cus_1", metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    customer = stripe_object("customer")
+    customer.update(id=id, metadata=metadata or {})
+    _person(customer)
+    return customer
+
+
+def stripe_checkout_session(
+    *,
+    customer: str = "cus_1",
+    subscription: str = "sub_1",
+    client_reference_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    session = stripe_object("checkout.session")
+    email, name, street = STRIPE_PII
+    details = session["customer_details"]
+    details.update(email=email, name=name, address={**details["address"], "line1": street})
+    session.update(
+        id=f"cs_test_{subscription}",
+        mode="subscription",
+        status="complete",
+        customer=customer,
+        subscription=subscription,
+        client_reference_id=client_reference_id,
+        metadata=metadata or {},
+    )
+    return session
