@@ -8,42 +8,28 @@ right after a write sees it.
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingest.envelope import EventRecord, iso_utc
+from ingest.envelope import EventRecord
 from ingest.http import ApiError
 from ingest.log import Appended, EventLog
-from ingest.settings import ENFORCEMENT_MODES, SEAT_ACTION, Settings
+from ingest.settings import SEAT_ACTION, Settings
+from projections import operator
 from projections import requests as req
 from projections.auth import TokenGate
-from projections.decode import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
-from projections.facts import OVERRIDE_KINDS
-from projections.resolver import Entitlement, required_tier, resolve
-from projections.store import ProjectionStore, parse_time
+from projections.query import entitlement_at
+from projections.resolver import Entitlement, required_tier
+from projections.store import ProjectionStore
 
 Append = Callable[[EventRecord], Awaitable[Appended]]
 WaitFor = Callable[[int], Awaitable[None]]
 OnDecision = Callable[[str, str | None], None]
-
-
-def operator_event(event_type: str, body: dict[str, Any], now: datetime) -> EventRecord:
-    """A billhook event for the log: operator actions are events like any other."""
-    return EventRecord(
-        provider="billhook",
-        event_id=str(uuid.uuid4()),
-        type=event_type,
-        livemode=None,
-        occurred_at=iso_utc(now),
-        payload=json.dumps(body, sort_keys=True),
-    )
 
 
 class EntitlementApi:
@@ -91,25 +77,7 @@ class EntitlementApi:
 
     def entitlement(self, workspace: str, as_of: str | None = None) -> tuple[Entitlement, datetime]:
         """Resolve a workspace now, or as it stood at `as_of` (a seq or an ISO time)."""
-        if as_of is None:
-            now = self._now()
-            return resolve(self._store.workspace_facts(workspace), self._settings, now), now
-        seq, at = self._as_of(as_of)
-        return resolve(self._store.workspace_facts(workspace, seq), self._settings, at), at
-
-    def _as_of(self, raw: str) -> tuple[int, datetime]:
-        if raw.isascii() and raw.isdigit():
-            seq = int(raw)
-            event = self._log.get(seq) if seq > 0 else None
-            if seq > 0 and event is None:
-                raise req.invalid(f"as_of: no event with seq {seq}")
-            return seq, parse_time(event.received_at) if event else datetime(1970, 1, 1, tzinfo=UTC)
-        try:
-            at = datetime.fromisoformat(raw)
-        except ValueError:
-            raise req.invalid("as_of must be a seq or an ISO 8601 time") from None
-        at = at if at.tzinfo else at.replace(tzinfo=UTC)
-        return self._log.last_seq_at(iso_utc(at)), at
+        return entitlement_at(self._store, self._log, self._settings, workspace, as_of, self._now())
 
     async def entitlements(self, request: Request) -> Response:
         self._gate.require(request)
@@ -191,54 +159,49 @@ class EntitlementApi:
 
     # -- admin --------------------------------------------------------------------------
 
-    async def _record(self, event_type: str, body: dict[str, Any]) -> int:
-        appended = await self._append(operator_event(event_type, body, self._now()))
+    async def _record(self, record: EventRecord) -> int:
+        appended = await self._append(record)
         await self._wait_for(appended.seq)
         return appended.seq
 
     async def set_override(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
         data = await req.json_object(request)
-        kind = req.required_text(data, "kind")
-        if kind not in OVERRIDE_KINDS:
-            raise req.invalid(f"field kind must be one of {', '.join(OVERRIDE_KINDS)}")
-        tier = req.required_text(data, "tier")
-        if tier not in self._settings.tiers:
-            raise req.invalid(f"field tier must be one of {', '.join(self._settings.tiers)}")
-        body = {
-            "workspace_id": req.required_text(data, "workspace_id"),
-            "kind": kind,
-            "tier": tier,
-            "expires_at": req.timestamp(data, "expires_at"),
-            "reason": req.required_text(data, "reason"),
-            "actor": req.required_text(data, "actor"),
-        }
-        return JSONResponse({"seq": await self._record(OVERRIDE_SET, body)}, status_code=201)
+        record = operator.override_set(
+            self._settings,
+            workspace_id=req.text(data, "workspace_id", required=False),
+            kind=req.text(data, "kind", required=False),
+            tier=req.text(data, "tier", required=False),
+            expires_at=req.text(data, "expires_at", required=False),
+            reason=req.text(data, "reason", required=False),
+            actor=req.text(data, "actor", required=False),
+            now=self._now(),
+        )
+        return JSONResponse({"seq": await self._record(record)}, status_code=201)
 
     async def revoke_override(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
-        workspace, kind = request.path_params["workspace_id"], request.path_params["kind"]
         data = await req.json_object(request)
-        reason, actor = req.required_text(data, "reason"), req.required_text(data, "actor")
-        current = self._store.override(workspace, kind)
-        now_iso = iso_utc(self._now())
-        if current is None or not current.active or (current.expires_at or "9999") <= now_iso:
-            raise ApiError(404, "not_found", f"no active {kind} override for this workspace")
-        body = {"workspace_id": workspace, "kind": kind, "reason": reason, "actor": actor}
-        return JSONResponse({"seq": await self._record(OVERRIDE_REVOKED, body)})
+        record = operator.override_revoke(
+            self._store,
+            workspace_id=request.path_params["workspace_id"],
+            kind=request.path_params["kind"],
+            reason=req.text(data, "reason", required=False),
+            actor=req.text(data, "actor", required=False),
+            now=self._now(),
+        )
+        return JSONResponse({"seq": await self._record(record)})
 
     async def set_enforcement(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
         data = await req.json_object(request)
-        mode = req.required_text(data, "mode")
-        if mode not in ENFORCEMENT_MODES:
-            raise req.invalid(f"field mode must be one of {', '.join(ENFORCEMENT_MODES)}")
-        body = {
-            "mode": mode,
-            "approved_by": req.required_text(data, "approved_by"),
-            "reason": req.required_text(data, "reason"),
-        }
-        return JSONResponse({"seq": await self._record(ENFORCEMENT_SET, body)})
+        record = operator.enforcement_set(
+            mode=req.text(data, "mode", required=False),
+            approved_by=req.text(data, "approved_by", required=False),
+            reason=req.text(data, "reason", required=False),
+            now=self._now(),
+        )
+        return JSONResponse({"seq": await self._record(record)})
 
     async def quarantine(self, request: Request) -> Response:
         self._gate.require(request, admin=True)

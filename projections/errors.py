@@ -16,3 +16,12 @@ class DecodeError(ProjectionError):
 
 class StoreUnavailable(ProjectionError):
     """projections.db cannot be read or written right now."""
+
+
+class InvalidAction(ProjectionError):
+    """An operator action or query is malformed; `field` names what is wrong."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail

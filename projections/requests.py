@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -59,17 +58,3 @@ def count(data: Mapping[str, Any], field: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise invalid(f"field {field} must be a whole number, zero or more")
     return value
-
-
-def timestamp(data: Mapping[str, Any], field: str) -> str | None:
-    """An optional ISO 8601 time with a timezone, returned normalized to UTC `Z`."""
-    value = text(data, field, required=False)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise invalid(f"field {field} must be an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise invalid(f"field {field} must carry a timezone, e.g. 2027-01-01T00:00:00Z")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

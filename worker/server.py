@@ -29,6 +29,7 @@ from ingest.receiver import Receiver
 from ingest.settings import Settings
 from projections.api import EntitlementApi
 from projections.errors import StoreUnavailable
+from projections.http import exception_handlers as projection_exception_handlers
 from projections.store import ProjectionStore
 from worker.embedded import EmbeddedProjector, wait_until_projected
 
@@ -138,7 +139,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
         ],
-        exception_handlers=exception_handlers(),
+        exception_handlers={**exception_handlers(), **projection_exception_handlers()},
         lifespan=lifespan,
     )
     app.state.log = event_log

@@ -1,0 +1,50 @@
+"""Resolving a workspace now or as it stood at some point of the log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ingest.envelope import iso_utc
+from ingest.log import EventLog
+from ingest.settings import Settings
+from projections.errors import InvalidAction
+from projections.resolver import Entitlement, resolve
+from projections.store import ProjectionStore, parse_time
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def as_of_point(raw: str, log: EventLog) -> tuple[int, datetime]:
+    """`?as_of=` as (last seq at or before it, the time to evaluate rules at).
+
+    A seq is evaluated at the time it was committed; an ISO time at itself.
+    """
+    if raw.isascii() and raw.isdigit():
+        seq = int(raw)
+        if seq == 0:
+            return 0, EPOCH
+        event = log.get(seq)
+        if event is None:
+            raise InvalidAction("as_of", f"as_of: no event with seq {seq}")
+        return seq, parse_time(event.received_at)
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidAction("as_of", "as_of must be a seq or an ISO 8601 time") from None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return log.last_seq_at(iso_utc(at)), at
+
+
+def entitlement_at(
+    store: ProjectionStore,
+    log: EventLog,
+    settings: Settings,
+    workspace: str,
+    as_of: str | None,
+    now: datetime,
+) -> tuple[Entitlement, datetime]:
+    """The entitlement now, or at `as_of`, and the time it was evaluated at."""
+    if as_of is None:
+        return resolve(store.workspace_facts(workspace), settings, now), now
+    seq, at = as_of_point(as_of, log)
+    return resolve(store.workspace_facts(workspace, seq), settings, at), at
