@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +14,12 @@ import click
 from ingest.errors import IngestError
 from ingest.log import EventLog, StoredEvent
 from ingest.settings import Settings, load_settings, resolve_config_path
+from projections import operator
 from projections.errors import ProjectionError
+from projections.facts import OVERRIDE_KINDS
+from projections.projector import catch_up
+from projections.query import entitlement_at
+from projections.store import ProjectionStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,3 +170,95 @@ def _find(log: EventLog, ref: str, provider: str | None) -> StoredEvent:
     if len(matches) > 1:
         raise click.ClickException(f"{len(matches)} events have id {ref!r}; pass --provider")
     return matches[0]
+
+
+def _projection(settings: Settings) -> tuple[EventLog, ProjectionStore]:
+    """The log and an up-to-date projection store (catching up is idempotent)."""
+    log = open_existing_log(settings)
+    store = ProjectionStore(settings.projections_path, settings)
+    catch_up(log, store)
+    return log, store
+
+
+@main.command()
+@config_option
+@click.argument("workspace")
+@click.option("--as-of", help="A seq or an ISO 8601 time: the entitlement as it stood then.")
+def entitlements(config_path: Path | None, workspace: str, as_of: str | None) -> None:
+    """Print a workspace's entitlement as JSON (the API's answer)."""
+    settings = load(config_path)
+    log, store = _projection(settings)
+    try:
+        entitlement, at = entitlement_at(store, log, settings, workspace, as_of, datetime.now(UTC))
+    finally:
+        log.close()
+        store.close()
+    click.echo(json.dumps(entitlement.to_json(at), indent=2))
+
+
+@main.group()
+def override() -> None:
+    """Set or revoke an operator override (appended to the log, like the admin API)."""
+
+
+@override.command("set")
+@config_option
+@click.argument("workspace")
+@click.option("--kind", required=True, type=click.Choice(OVERRIDE_KINDS))
+@click.option("--tier", required=True)
+@click.option("--expires-at", help="ISO 8601 time with a timezone; default: never.")
+@click.option("--reason", required=True)
+@click.option("--actor", required=True, help="Who is doing this (kept in the log).")
+def override_set(
+    config_path: Path | None,
+    workspace: str,
+    kind: str,
+    tier: str,
+    expires_at: str | None,
+    reason: str,
+    actor: str,
+) -> None:
+    """Set an override for WORKSPACE."""
+    settings = load(config_path)
+    record = operator.override_set(
+        settings,
+        workspace_id=workspace,
+        kind=kind,
+        tier=tier,
+        expires_at=expires_at,
+        reason=reason,
+        actor=actor,
+        now=datetime.now(UTC),
+    )
+    log = EventLog(settings.events_path)
+    try:
+        click.echo(f"seq {log.append_batch([record])[0].seq}")
+    finally:
+        log.close()
+
+
+@override.command("revoke")
+@config_option
+@click.argument("workspace")
+@click.option("--kind", required=True, type=click.Choice(OVERRIDE_KINDS))
+@click.option("--reason", required=True)
+@click.option("--actor", required=True)
+def override_revoke(
+    config_path: Path | None, workspace: str, kind: str, reason: str, actor: str
+) -> None:
+    """Revoke WORKSPACE's active override of KIND."""
+    settings = load(config_path)
+    log, store = _projection(settings)
+    try:
+        record = operator.override_revoke(
+            store,
+            workspace_id=workspace,
+            kind=kind,
+            reason=reason,
+            actor=actor,
+            now=datetime.now(UTC),
+        )
+        click.echo(f"seq {log.append_batch([record])[0].seq}")
+    finally:
+        log.close()
+        store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,70 @@ def test_config_from_the_environment_and_the_working_directory(
     code, out = _run("events", "show", "3")
     assert code == 0
     assert "event_id: evt_2" in out
+
+
+def _json(args: list[str]) -> dict[str, object]:
+    code, out = _run(*args)
+    assert code == 0, out
+    data: dict[str, object] = json.loads(out)
+    return data
+
+
+def test_entitlements_and_overrides_from_the_cli(config: Path) -> None:
+    cfg = ["--config", str(config)]
+    first = _json(["entitlements", "ws_1", *cfg])
+    assert (first["tier"], first["source"], first["as_of_seq"]) == ("solo", "default", 3)
+    code, out = _run(
+        "override", "set", "ws_1", "--kind", "enterprise_contract", "--tier", "enterprise",
+        "--reason", "signed MSA", "--actor", "ops", *cfg,
+    )  # fmt: skip
+    assert (code, out.strip()) == (0, "seq 4")
+    now = _json(["entitlements", "ws_1", *cfg])
+    assert (now["tier"], now["source"], now["as_of_seq"]) == (
+        "enterprise",
+        "enterprise_contract",
+        4,
+    )
+    before = _json(["entitlements", "ws_1", "--as-of", "3", *cfg])
+    assert (before["tier"], before["as_of_seq"]) == ("solo", 3)
+    revoke = [
+        "override",
+        "revoke",
+        "ws_1",
+        "--kind",
+        "enterprise_contract",
+        "--reason",
+        "x",
+        "--actor",
+        "ops",
+    ]
+    code, out = _run(*revoke, *cfg)
+    assert (code, out.strip()) == (0, "seq 5")
+    assert _json(["entitlements", "ws_1", *cfg])["source"] == "default"
+    code, out = _run(*revoke, *cfg)
+    assert code == 1
+    assert out.strip() == "Error: no active enterprise_contract override for workspace ws_1"
+
+
+PILOT = ["override", "set", "ws_1", "--kind", "manual_pilot", "--reason", "r", "--actor", "a"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([*PILOT, "--tier", "gold"], "Error: field tier must be one of solo, team, enterprise"),
+        (
+            [*PILOT, "--tier", "team", "--expires-at", "soon"],
+            "Error: field expires_at must be an ISO 8601 time",
+        ),
+        (
+            ["entitlements", "ws_1", "--as-of", "last week"],
+            "Error: as_of must be a seq or an ISO 8601 time",
+        ),
+        (["entitlements", "ws_1", "--as-of", "42"], "Error: as_of: no event with seq 42"),
+    ],
+)
+def test_operator_errors_are_one_line(config: Path, args: list[str], message: str) -> None:
+    code, out = _run(*args, "--config", str(config))
+    assert code == 1
+    assert out.strip() == message
