@@ -262,3 +262,13 @@ def override_revoke(
     finally:
         log.close()
         store.close()
+
+
+@main.command()
+def demo() -> None:
+    """Drive a realistic Stripe and Polar lifecycle through a temporary server."""
+    from worker import logs
+    from worker.demo import run_demo
+
+    logs.configure("warning")
+    run_demo(click.echo)
