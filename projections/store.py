@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     workspace TEXT, customer TEXT, fact TEXT NOT NULL,
     PRIMARY KEY (provider, id, from_seq)
 );
+-- Partial indexes on current versions: finding "the current row" must not scan history.
+CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_current
+    ON subscriptions (provider, id) WHERE to_seq IS NULL;
 CREATE INDEX IF NOT EXISTS subscriptions_workspace ON subscriptions (workspace, to_seq);
 CREATE INDEX IF NOT EXISTS subscriptions_customer ON subscriptions (provider, customer, to_seq);
 CREATE TABLE IF NOT EXISTS links (
@@ -44,12 +47,16 @@ CREATE TABLE IF NOT EXISTS links (
     workspace TEXT NOT NULL, time_us INTEGER NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (provider, customer, from_seq)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS links_current
+    ON links (provider, customer) WHERE to_seq IS NULL;
 CREATE INDEX IF NOT EXISTS links_workspace ON links (workspace, to_seq);
 CREATE TABLE IF NOT EXISTS overrides (
     workspace TEXT NOT NULL, kind TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER,
     fact TEXT NOT NULL,
     PRIMARY KEY (workspace, kind, from_seq)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS overrides_current
+    ON overrides (workspace, kind) WHERE to_seq IS NULL;
 CREATE TABLE IF NOT EXISTS enforcement (
     from_seq INTEGER PRIMARY KEY, to_seq INTEGER, fact TEXT NOT NULL
 );
@@ -332,7 +339,7 @@ class ProjectionStore:
                     seq,
                     merged.workspace,
                     merged.customer,
-                    codec.dumps(merged),
+                    codec.dumps_subscription(merged),
                 ),
             )
         touched = {merged.workspace} if merged.workspace else set()
