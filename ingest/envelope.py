@@ -6,11 +6,12 @@ as the exact text received, and projections parse the rest later.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from ingest.errors import InvalidPayload
 
@@ -37,8 +38,9 @@ def iso_utc(moment: datetime) -> str:
 
 def _object(text: str) -> Mapping[str, Any]:
     try:
-        data = json.loads(text)
-    except ValueError:
+        # orjson: several times faster than json on 3 KB bodies, and strict RFC 8259.
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
         raise InvalidPayload("body is not JSON") from None
     if not isinstance(data, dict):
         raise InvalidPayload("body is not a JSON object")

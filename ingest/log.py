@@ -50,7 +50,7 @@ END;
 
 _INSERT = (
     "INSERT INTO events (provider, event_id, type, livemode, occurred_at, received_at, payload)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _SEQ_OF = "SELECT seq FROM events WHERE provider = ? AND event_id = ?"
 _SELECT = (
@@ -134,17 +134,7 @@ class EventLog:
                 conn.execute("BEGIN IMMEDIATE")
                 # Read the clock once the write lock is ours, not before waiting for it.
                 received_at = iso_utc(self._clock())
-                results = []
-                for r in records:
-                    # Look before inserting: under the write lock this cannot race, and
-                    # unlike ON CONFLICT it leaves no gap in AUTOINCREMENT's sequence.
-                    original = conn.execute(_SEQ_OF, (r.provider, r.event_id)).fetchone()
-                    if original is not None:
-                        results.append(Appended(seq=original[0], duplicate=True))
-                        continue
-                    row = (r.provider, r.event_id, r.type, r.livemode, r.occurred_at)
-                    seq = conn.execute(_INSERT, (*row, received_at, r.payload)).fetchone()[0]
-                    results.append(Appended(seq=seq, duplicate=False))
+                results = self._insert_new(conn, records, received_at)
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 if conn.in_transaction:
@@ -152,6 +142,62 @@ class EventLog:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise LogUnavailable(str(e)) from e
+        return results
+
+    @staticmethod
+    def _insert_new(
+        conn: sqlite3.Connection, records: Sequence[EventRecord], received_at: str
+    ) -> list[Appended]:
+        """Insert the records not yet in the log; where each one sits, in order.
+
+        Runs inside the write transaction, so the look-up cannot race. Looking
+        before inserting, unlike ON CONFLICT, leaves no gap in AUTOINCREMENT's
+        sequence, and one executemany keeps the writer's Python cost low.
+        """
+        known: dict[tuple[str, str], int] = {}
+        for r in records:
+            key = (r.provider, r.event_id)
+            if key not in known:
+                row = conn.execute(_SEQ_OF, key).fetchone()
+                known[key] = row[0] if row else 0
+        fresh: dict[tuple[str, str], EventRecord] = {}
+        for r in records:
+            key = (r.provider, r.event_id)
+            if known[key] == 0 and key not in fresh:
+                fresh[key] = r
+        if fresh:
+            head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            conn.executemany(
+                _INSERT,
+                [
+                    (
+                        r.provider,
+                        r.event_id,
+                        r.type,
+                        r.livemode,
+                        r.occurred_at,
+                        received_at,
+                        r.payload,
+                    )
+                    for r in fresh.values()
+                ],
+            )
+            # One writer holds the lock, so AUTOINCREMENT hands out consecutive seqs,
+            # unless an earlier sequence value was burnt: read them back to be sure.
+            last = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+            if last - head == len(fresh):
+                for offset, key in enumerate(fresh, start=1):
+                    known[key] = head + offset
+            else:
+                for key in fresh:
+                    known[key] = conn.execute(_SEQ_OF, key).fetchone()[0]
+        results = []
+        first_seen: set[tuple[str, str]] = set()
+        for r in records:
+            key = (r.provider, r.event_id)
+            new = key in fresh and key not in first_seen
+            first_seen.add(key)
+            results.append(Appended(seq=known[key], duplicate=not new))
         return results
 
     def head_seq(self) -> int:

@@ -18,8 +18,8 @@ import hmac
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-import stripe
 from standardwebhooks import Webhook
+from stripe import SignatureVerificationError, WebhookSignature
 
 from ingest.errors import InvalidSignature
 from ingest.settings import Secret
@@ -70,8 +70,8 @@ def verify_stripe(
     for secret in secrets:
         try:
             # tolerance=None: the window was checked above against the injected clock.
-            stripe.WebhookSignature.verify_header(text, header, secret.reveal(), tolerance=None)
-        except stripe.SignatureVerificationError:
+            WebhookSignature.verify_header(text, header, secret.reveal(), tolerance=None)
+        except SignatureVerificationError:
             continue
         except (TypeError, ValueError):
             # hmac.compare_digest refuses non-ASCII str: a garbage signature, not a match.

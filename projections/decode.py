@@ -7,11 +7,12 @@ payload is malformed raises :class:`DecodeError` and is quarantined.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from ingest.log import StoredEvent
 from ingest.settings import ENFORCEMENT_MODES
@@ -84,7 +85,7 @@ def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
     if handler is None:
         return []
     try:
-        payload = json.loads(event.payload)
+        payload = orjson.loads(event.payload)
         if not isinstance(payload, dict):
             raise DecodeError("payload is not a JSON object")
         return handler(event, payload, workspace_key)
