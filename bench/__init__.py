@@ -1,0 +1,1 @@
+"""billhook's benchmarks, run by `make bench` (`python -m bench`); see docs/performance.md."""

@@ -1,0 +1,49 @@
+"""The baseline of the ingest benchmark: the least a Starlette webhook endpoint can do.
+
+One POST route that reads the whole body and answers a small JSON object,
+served by uvicorn with exactly the settings `billhook serve` uses (one
+process, the default loop and HTTP implementations, no access log, warnings
+only), so the ratio measures billhook's own work and nothing else.
+
+Run it as `python -m bench.minimal_app --port PORT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+async def receive(request: Request) -> Response:
+    """Read the body in full, then acknowledge it with a small JSON answer."""
+    body = await request.body()
+    return JSONResponse({"status": "accepted", "bytes": len(body)})
+
+
+app = Starlette(routes=[Route("/webhooks/stripe", receive, methods=["POST"])])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve :data:`app` on 127.0.0.1 with the uvicorn settings of `billhook serve`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()
