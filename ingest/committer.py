@@ -38,8 +38,9 @@ class GroupCommitter:
         self._pending.append((record, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        # shield: a client that hangs up must not cancel the commit of others' events.
-        return await asyncio.shield(future)
+        # If the request is cancelled (the client hung up), only this future is
+        # cancelled; the batch still commits and skips answering it.
+        return await future
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
