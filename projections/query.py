@@ -9,7 +9,8 @@ from ingest.log import EventLog
 from ingest.settings import Settings
 from projections.errors import InvalidAction
 from projections.resolver import Entitlement, resolve
-from projections.store import ProjectionStore, parse_time
+from projections.store import ProjectionStore
+from projections.times import parse_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -12,20 +12,18 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ingest.log import StoredEvent
 from ingest.settings import Settings
 from projections import codec
-from projections.decode import decode, understands
-from projections.errors import DecodeError, StoreUnavailable
-from projections.facts import EnforcementFact, Fact, LinkFact, OverrideFact, SubscriptionFact
-from projections.reducers import merge_link, merge_override, merge_subscription
-from projections.resolver import WorkspaceFacts, resolve
+from projections.applier import apply_event
+from projections.errors import StoreUnavailable
+from projections.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
+from projections.resolver import WorkspaceFacts
 
 # Bumped whenever reducers or the schema change what a replay would produce.
 PROJECTION_VERSION = 1
@@ -119,9 +117,41 @@ class QuarantineRow:
     error: str
 
 
-def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def read_facts(
+    conn: sqlite3.Connection, settings: Settings, workspace: str, as_of: int | None, seq: int
+) -> WorkspaceFacts:
+    """The facts about `workspace`: current (`as_of` None) or right after `as_of`."""
+    s_live, s_params = _live("s", as_of)
+    l_live, l_params = _live("l", as_of)
+    o_live, o_params = _live("o", as_of)
+    # A subscription's own workspace metadata wins over its customer's link.
+    subscriptions = conn.execute(
+        f"SELECT s.fact FROM subscriptions s WHERE s.workspace = ? AND {s_live}"  # noqa: S608
+        " UNION SELECT s.fact FROM subscriptions s JOIN links l"
+        " ON l.provider = s.provider AND l.customer = s.customer"
+        f" WHERE l.workspace = ? AND s.workspace IS NULL AND {s_live} AND {l_live}",
+        (workspace, *s_params, workspace, *s_params, *l_params),
+    ).fetchall()
+    overrides = conn.execute(
+        f"SELECT o.fact FROM overrides o WHERE o.workspace = ? AND {o_live}",  # noqa: S608
+        (workspace, *o_params),
+    ).fetchall()
+    return WorkspaceFacts(
+        workspace_id=workspace,
+        subscriptions=tuple(codec.subscription(row[0]) for row in subscriptions),
+        overrides=tuple(codec.override(row[0]) for row in overrides),
+        enforcement=read_enforcement(conn, settings, as_of),
+        as_of_seq=seq,
+    )
+
+
+def read_enforcement(conn: sqlite3.Connection, settings: Settings, as_of: int | None) -> str:
+    live, params = _live("e", as_of)
+    row = conn.execute(
+        f"SELECT e.fact FROM enforcement e WHERE {live} ORDER BY e.from_seq DESC LIMIT 1",  # noqa: S608
+        params,
+    ).fetchone()
+    return codec.enforcement(row[0]).mode if row else settings.enforcement
 
 
 class ProjectionStore:
@@ -174,49 +204,23 @@ class ProjectionStore:
         return int(seq), int(skipped), int(quarantined)
 
     def workspace_facts(self, workspace: str, as_of_seq: int | None = None) -> WorkspaceFacts:
-        """The facts about `workspace`, now or right after `as_of_seq`."""
+        """The facts about `workspace`, now or right after `as_of_seq`.
+
+        Read in one transaction: a replay's swap is seen whole or not at all.
+        """
         with self._reading() as conn:
-            checkpoint = int(conn.execute("SELECT seq FROM checkpoint").fetchone()[0])
-            seq = checkpoint if as_of_seq is None else min(as_of_seq, checkpoint)
-            return self._facts(conn, workspace, None if as_of_seq is None else seq, seq)
-
-    def _facts(
-        self, conn: sqlite3.Connection, workspace: str, as_of: int | None, seq: int
-    ) -> WorkspaceFacts:
-        s_live, s_params = _live("s", as_of)
-        l_live, l_params = _live("l", as_of)
-        o_live, o_params = _live("o", as_of)
-        # A subscription's own workspace metadata wins over its customer's link.
-        subscriptions = conn.execute(
-            f"SELECT s.fact FROM subscriptions s WHERE s.workspace = ? AND {s_live}"  # noqa: S608
-            " UNION SELECT s.fact FROM subscriptions s JOIN links l"
-            " ON l.provider = s.provider AND l.customer = s.customer"
-            f" WHERE l.workspace = ? AND s.workspace IS NULL AND {s_live} AND {l_live}",
-            (workspace, *s_params, workspace, *s_params, *l_params),
-        ).fetchall()
-        overrides = conn.execute(
-            f"SELECT o.fact FROM overrides o WHERE o.workspace = ? AND {o_live}",  # noqa: S608
-            (workspace, *o_params),
-        ).fetchall()
-        return WorkspaceFacts(
-            workspace_id=workspace,
-            subscriptions=tuple(codec.subscription(row[0]) for row in subscriptions),
-            overrides=tuple(codec.override(row[0]) for row in overrides),
-            enforcement=self._enforcement(conn, as_of),
-            as_of_seq=seq,
-        )
-
-    def _enforcement(self, conn: sqlite3.Connection, as_of: int | None) -> str:
-        live, params = _live("e", as_of)
-        row = conn.execute(
-            f"SELECT e.fact FROM enforcement e WHERE {live} ORDER BY e.from_seq DESC LIMIT 1",  # noqa: S608
-            params,
-        ).fetchone()
-        return codec.enforcement(row[0]).mode if row else self._settings.enforcement
+            conn.execute("BEGIN")
+            try:
+                checkpoint = int(conn.execute("SELECT seq FROM checkpoint").fetchone()[0])
+                seq = checkpoint if as_of_seq is None else min(as_of_seq, checkpoint)
+                as_of = None if as_of_seq is None else seq
+                return read_facts(conn, self._settings, workspace, as_of, seq)
+            finally:
+                conn.execute("COMMIT")
 
     def enforcement(self) -> str:
         with self._reading() as conn:
-            return self._enforcement(conn, None)
+            return read_enforcement(conn, self._settings, None)
 
     def override(self, workspace: str, kind: str) -> OverrideFact | None:
         """The current state of one override, if it was ever set."""
@@ -271,11 +275,12 @@ class ProjectionStore:
                 checkpoint, skipped = conn.execute("SELECT seq, skipped FROM checkpoint").fetchone()
                 applied = quarantined = skipped_now = 0
                 last = checkpoint
+                facts = SqliteFacts(conn, self._settings)
                 for event in events:
                     if event.seq <= last:
                         continue
                     last = event.seq
-                    outcome = self._apply_one(conn, event)
+                    outcome = apply_event(facts, event, self._settings)
                     applied += outcome == "applied"
                     skipped_now += outcome == "skipped"
                     quarantined += outcome == "quarantined"
@@ -289,159 +294,115 @@ class ProjectionStore:
                 raise StoreUnavailable(str(e)) from e
         return Applied(last_seq=last, applied=applied, skipped=skipped_now, quarantined=quarantined)
 
-    def _apply_one(self, conn: sqlite3.Connection, event: StoredEvent) -> str:
-        if not understands(event):
-            return "skipped"
-        try:
-            facts = decode(event, self._settings.workspace_key)
-        except DecodeError as e:
-            conn.execute(
-                "INSERT OR REPLACE INTO quarantine (seq, provider, event_id, type, error)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (event.seq, event.provider, event.event_id, event.type, str(e)[:500]),
-            )
-            return "quarantined"
-        affected: set[str] = set()
-        for fact in facts:
-            affected.update(self._put(conn, fact, event.seq))
-        self._record_history(conn, event, affected)
-        return "applied"
 
-    def _put(self, conn: sqlite3.Connection, fact: Fact, seq: int) -> Iterable[str]:
-        """Store `fact` merged into the current version; yield the workspaces it touches."""
-        if isinstance(fact, SubscriptionFact):
-            return self._put_subscription(conn, fact, seq)
-        if isinstance(fact, LinkFact):
-            return self._put_link(conn, fact, seq)
-        if isinstance(fact, OverrideFact):
-            return self._put_override(conn, fact, seq)
-        return self._put_enforcement(conn, fact, seq)
+class SqliteFacts:
+    """The :class:`~projections.applier.Facts` port over an open write transaction."""
 
-    def _put_subscription(
-        self, conn: sqlite3.Connection, fact: SubscriptionFact, seq: int
-    ) -> Iterable[str]:
-        row = conn.execute(
+    def __init__(self, conn: sqlite3.Connection, settings: Settings) -> None:
+        self._conn = conn
+        self._settings = settings
+
+    def subscription(self, provider: str, id: str) -> SubscriptionFact | None:
+        row = self._conn.execute(
             "SELECT fact FROM subscriptions WHERE provider = ? AND id = ? AND to_seq IS NULL",
-            (fact.provider, fact.id),
+            (provider, id),
         ).fetchone()
-        previous = codec.subscription(row[0]) if row else None
-        merged = merge_subscription(previous, fact)
-        if merged != previous:
-            self._close(
-                conn, "subscriptions", "provider = ? AND id = ?", (fact.provider, fact.id), seq
-            )
-            conn.execute(
-                "INSERT INTO subscriptions (provider, id, from_seq, workspace, customer, fact)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    fact.provider,
-                    fact.id,
-                    seq,
-                    merged.workspace,
-                    merged.customer,
-                    codec.dumps_subscription(merged),
-                ),
-            )
-        touched = {merged.workspace} if merged.workspace else set()
-        if previous is not None and previous.workspace:
-            touched.add(previous.workspace)
-        if merged.customer and not merged.workspace:
-            link = conn.execute(
-                "SELECT workspace FROM links"
-                " WHERE provider = ? AND customer = ? AND to_seq IS NULL",
-                (merged.provider, merged.customer),
-            ).fetchone()
-            if link:
-                touched.add(link[0])
-        return touched
+        return codec.subscription(row[0]) if row else None
 
-    def _put_link(self, conn: sqlite3.Connection, fact: LinkFact, seq: int) -> Iterable[str]:
-        row = conn.execute(
+    def put_subscription(
+        self, fact: SubscriptionFact, previous: SubscriptionFact | None, seq: int
+    ) -> None:
+        if previous is not None:
+            self._close("subscriptions", "provider = ? AND id = ?", (fact.provider, fact.id), seq)
+        self._conn.execute(
+            "INSERT INTO subscriptions (provider, id, from_seq, workspace, customer, fact)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                fact.provider,
+                fact.id,
+                seq,
+                fact.workspace,
+                fact.customer,
+                codec.dumps_subscription(fact),
+            ),
+        )
+
+    def link(self, provider: str, customer: str) -> LinkFact | None:
+        row = self._conn.execute(
             "SELECT workspace, time_us, seq FROM links"
             " WHERE provider = ? AND customer = ? AND to_seq IS NULL",
-            (fact.provider, fact.customer),
+            (provider, customer),
         ).fetchone()
-        previous = LinkFact(fact.provider, fact.customer, *row) if row else None
-        merged = merge_link(previous, fact)
-        if merged != previous:
-            self._close(
-                conn, "links", "provider = ? AND customer = ?", (fact.provider, fact.customer), seq
-            )
-            conn.execute(
-                "INSERT INTO links (provider, customer, from_seq, workspace, time_us, seq)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    merged.provider,
-                    merged.customer,
-                    seq,
-                    merged.workspace,
-                    merged.time_us,
-                    merged.seq,
-                ),
-            )
-        return {merged.workspace} | ({previous.workspace} if previous else set())
+        return LinkFact(provider, customer, *row) if row else None
 
-    def _put_override(
-        self, conn: sqlite3.Connection, fact: OverrideFact, seq: int
-    ) -> Iterable[str]:
-        row = conn.execute(
+    def put_link(self, fact: LinkFact, previous: LinkFact | None, seq: int) -> None:
+        if previous is not None:
+            self._close(
+                "links", "provider = ? AND customer = ?", (fact.provider, fact.customer), seq
+            )
+        self._conn.execute(
+            "INSERT INTO links (provider, customer, from_seq, workspace, time_us, seq)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (fact.provider, fact.customer, seq, fact.workspace, fact.time_us, fact.seq),
+        )
+
+    def override(self, workspace: str, kind: str) -> OverrideFact | None:
+        row = self._conn.execute(
             "SELECT fact FROM overrides WHERE workspace = ? AND kind = ? AND to_seq IS NULL",
-            (fact.workspace, fact.kind),
+            (workspace, kind),
         ).fetchone()
-        previous = codec.override(row[0]) if row else None
-        merged = merge_override(previous, fact)
-        if merged != previous:
-            self._close(
-                conn, "overrides", "workspace = ? AND kind = ?", (fact.workspace, fact.kind), seq
-            )
-            conn.execute(
-                "INSERT INTO overrides (workspace, kind, from_seq, fact) VALUES (?, ?, ?, ?)",
-                (fact.workspace, fact.kind, seq, codec.dumps(merged)),
-            )
-        return {fact.workspace}
+        return codec.override(row[0]) if row else None
 
-    def _put_enforcement(
-        self, conn: sqlite3.Connection, fact: EnforcementFact, seq: int
-    ) -> Iterable[str]:
-        self._close(conn, "enforcement", "1 = 1", (), seq)
-        conn.execute(
+    def put_override(self, fact: OverrideFact, previous: OverrideFact | None, seq: int) -> None:
+        if previous is not None:
+            self._close("overrides", "workspace = ? AND kind = ?", (fact.workspace, fact.kind), seq)
+        self._conn.execute(
+            "INSERT INTO overrides (workspace, kind, from_seq, fact) VALUES (?, ?, ?, ?)",
+            (fact.workspace, fact.kind, seq, codec.dumps(fact)),
+        )
+
+    def put_enforcement(self, fact: EnforcementFact, seq: int) -> None:
+        self._close("enforcement", "1 = 1", (), seq)
+        self._conn.execute(
             "INSERT INTO enforcement (from_seq, fact) VALUES (?, ?)", (seq, codec.dumps(fact))
         )
-        return ()
 
-    @staticmethod
-    def _close(
-        conn: sqlite3.Connection, table: str, where: str, params: tuple[str, ...], seq: int
-    ) -> None:
-        conn.execute(
+    def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
+        return read_facts(self._conn, self._settings, workspace, None, seq)
+
+    def last_history(self, workspace: str) -> tuple[str, str, str] | None:
+        row = self._conn.execute(
+            "SELECT tier, source, status FROM history"
+            " WHERE workspace = ? ORDER BY seq DESC LIMIT 1",
+            (workspace,),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def add_history(self, workspace: str, event: StoredEvent, state: tuple[str, str, str]) -> None:
+        self._conn.execute(
+            "INSERT INTO history"
+            " (workspace, seq, at, provider, type, event_id, tier, source, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                workspace,
+                event.seq,
+                event.received_at,
+                event.provider,
+                event.type,
+                event.event_id,
+                *state,
+            ),
+        )
+
+    def quarantine(self, event: StoredEvent, error: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO quarantine (seq, provider, event_id, type, error)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (event.seq, event.provider, event.event_id, event.type, error),
+        )
+
+    def _close(self, table: str, where: str, params: tuple[str, ...], seq: int) -> None:
+        self._conn.execute(
             f"UPDATE {table} SET to_seq = ? WHERE {where} AND to_seq IS NULL",  # noqa: S608
             (seq, *params),
         )
-
-    def _record_history(
-        self, conn: sqlite3.Connection, event: StoredEvent, workspaces: Iterable[str]
-    ) -> None:
-        at = parse_time(event.received_at)
-        for workspace in sorted(workspaces):
-            entitlement = resolve(self._facts(conn, workspace, None, event.seq), self._settings, at)
-            last = conn.execute(
-                "SELECT tier, source, status FROM history"
-                " WHERE workspace = ? ORDER BY seq DESC LIMIT 1",
-                (workspace,),
-            ).fetchone()
-            now = (entitlement.tier, entitlement.source, entitlement.status)
-            if last is None or tuple(last) != now:
-                conn.execute(
-                    "INSERT INTO history"
-                    " (workspace, seq, at, provider, type, event_id, tier, source, status)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        workspace,
-                        event.seq,
-                        event.received_at,
-                        event.provider,
-                        event.type,
-                        event.event_id,
-                        *now,
-                    ),
-                )
