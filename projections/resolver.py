@@ -185,9 +185,11 @@ def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitle
             key=lambda v: (v.fact.provider, v.fact.id),
         )
     )
-    live_overrides = [
-        o for o in facts.overrides if o.active and o.tier in rank and not _expired(o, now_us)
-    ]
+    # Sorted, so that equal candidates resolve the same whatever order facts come in.
+    live_overrides = sorted(
+        (o for o in facts.overrides if o.active and o.tier in rank and not _expired(o, now_us)),
+        key=lambda o: o.kind,
+    )
 
     site_owner = [o for o in live_overrides if o.kind == SITE_OWNER]
     candidates: list[Candidate]
