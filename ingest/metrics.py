@@ -35,6 +35,9 @@ class Metrics:
         self.quarantined = Gauge(
             "billhook_quarantined_events", "Events a reducer failed on.", registry=r
         )
+        self.wakeups = Counter(
+            "billhook_wakeups_sent", "Wake-up messages sent to workers through Redis.", registry=r
+        )
         self.skipped = Gauge(
             "billhook_skipped_events", "Events projections do not use.", registry=r
         )

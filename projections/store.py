@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,10 +158,18 @@ class ProjectionStore:
     """A connection to `projections.db`. Thread-safe: one lock serializes its use."""
 
     def __init__(
-        self, path: Path, settings: Settings, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+        self,
+        path: Path,
+        settings: Settings,
+        *,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
+        """`before_commit` runs inside each apply transaction, right before COMMIT
+        (crash tests kill the process there)."""
         self.path = path
         self._settings = settings
+        self._before_commit = before_commit
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +203,11 @@ class ProjectionStore:
     def checkpoint(self) -> int:
         with self._reading() as conn:
             return int(conn.execute("SELECT seq FROM checkpoint").fetchone()[0])
+
+    def version(self) -> int:
+        """The projection version this store was built with (see PROJECTION_VERSION)."""
+        with self._reading() as conn:
+            return int(conn.execute("SELECT version FROM checkpoint").fetchone()[0])
 
     def stats(self) -> tuple[int, int, int]:
         """(checkpoint seq, skipped events, quarantined events)."""
@@ -247,6 +260,16 @@ class ProjectionStore:
             ).fetchall()
         return [QuarantineRow(*row) for row in rows]
 
+    def workspaces(self) -> set[str]:
+        """Every workspace the projection knows of."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT workspace FROM subscriptions WHERE workspace IS NOT NULL"
+                " UNION SELECT workspace FROM links UNION SELECT workspace FROM overrides"
+                " UNION SELECT workspace FROM history"
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def digest_rows(self) -> list[tuple[Any, ...]]:
         """Every fact, history and quarantine row in a stable order, for comparisons."""
         with self._reading() as conn:
@@ -287,6 +310,8 @@ class ProjectionStore:
                 conn.execute(
                     "UPDATE checkpoint SET seq = ?, skipped = ?", (last, skipped + skipped_now)
                 )
+                if self._before_commit is not None:
+                    self._before_commit()
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 with contextlib.suppress(sqlite3.Error):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click._termui_impl import ProgressBar
 
 from ingest.errors import IngestError
 from ingest.log import EventLog, StoredEvent
@@ -272,3 +274,84 @@ def demo() -> None:
 
     logs.configure("warning")
     run_demo(click.echo)
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Print what would change; swap nothing.")
+def replay(config_path: Path | None, dry_run: bool) -> None:
+    """Rebuild every projection from seq 1 and swap it in atomically."""
+    from worker.replay import replay as run_replay
+
+    settings = load(config_path)
+    log = open_existing_log(settings)
+    try:
+        total = log.head_seq()
+        bar: ProgressBar[int] = click.progressbar(
+            length=total, label="replaying", show_pos=True, file=sys.stderr
+        )
+        with bar:
+            changes = run_replay(
+                log,
+                settings,
+                dry_run=dry_run,
+                now=datetime.now(UTC),
+                progress=bar.update,
+                report=lambda r: click.echo(
+                    f"replayed {r.events:,} events in {r.seconds:.1f} s ({r.rate:,.0f} events/s)",
+                    err=True,
+                ),
+            )
+    finally:
+        log.close()
+    verb = "would change" if dry_run else "changed"
+    for c in changes:
+        before, after = "/".join(c.before), "/".join(c.after)
+        click.echo(f"{c.workspace}: {before} -> {after}")
+    tail = "; nothing swapped" if dry_run else ""
+    click.echo(f"{len(changes)} workspace(s) {verb} (tier/source/status){tail}")
+
+
+@main.group()
+def quarantine() -> None:
+    """Events a reducer failed on; the next replay retries them."""
+
+
+@quarantine.command("list")
+@config_option
+def quarantine_list(config_path: Path | None) -> None:
+    """List quarantined events: seq, provider, event id, type, error."""
+    settings = load(config_path)
+    log, store = _projection(settings)
+    try:
+        rows = store.quarantine()
+    finally:
+        log.close()
+        store.close()
+    click.echo("seq\tprovider\tevent_id\ttype\terror")
+    for q in rows:
+        click.echo(f"{q.seq}\t{q.provider}\t{q.event_id}\t{q.type}\t{q.error}")
+
+
+@main.command()
+@config_option
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def worker(config_path: Path | None, threads: int, log_level: str) -> None:
+    """Apply projections from dramatiq wake-ups on Redis (needs [redis] url)."""
+    from worker import logs
+    from worker.runner import run_worker
+
+    settings = load(config_path)
+    if not settings.redis_url:
+        raise click.ClickException(
+            "billhook worker needs Redis: set [redis] url or BILLHOOK_REDIS_URL"
+            " (without it, billhook serve projects in-process)"
+        )
+    logs.configure(log_level)
+    run_worker(settings, threads=threads)

@@ -15,9 +15,11 @@ from collections.abc import Callable
 
 from ingest.errors import LogUnavailable
 from ingest.log import EventLog
+from ingest.settings import Settings
 from projections.errors import StoreUnavailable
 from projections.projector import catch_up
 from projections.store import ProjectionStore
+from worker.replay import rebuild_if_outdated
 
 logger = logging.getLogger("billhook.projector")
 
@@ -34,9 +36,15 @@ class EmbeddedProjector:
     """Runs `catch_up` on its own thread whenever woken."""
 
     def __init__(
-        self, log: EventLog, store: ProjectionStore, *, interval_s: float = POLL_INTERVAL_S
+        self,
+        log: EventLog,
+        store: ProjectionStore,
+        settings: Settings,
+        *,
+        interval_s: float = POLL_INTERVAL_S,
     ) -> None:
         self._log = log
+        self._settings = settings
         self._store = store
         self._interval_s = interval_s
         self._wake = threading.Event()
@@ -56,6 +64,12 @@ class EmbeddedProjector:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        try:
+            rebuild_if_outdated(self._log, self._store, self._settings)
+        except (LogUnavailable, StoreUnavailable) as e:
+            logger.warning(
+                "projector", extra={"fields": {"outcome": "rebuild_failed", "error": str(e)}}
+            )
         while not self._stopping:
             self._wake.wait(self._interval_s)
             self._wake.clear()

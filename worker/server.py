@@ -7,6 +7,7 @@ API's read-only store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,6 +33,8 @@ from projections.api import EntitlementApi
 from projections.errors import StoreUnavailable
 from projections.http import exception_handlers as projection_exception_handlers
 from projections.store import ProjectionStore
+from worker.actors import declare
+from worker.broker import RedisWaker, make_broker
 from worker.embedded import EmbeddedProjector, wait_until_projected
 
 # /readyz fails when projections trail the log head by more than this many events.
@@ -61,21 +65,33 @@ def create_app(
     owns_log = log is None
     event_log = log if log is not None else EventLog(settings.events_path)
     log_path: Path = event_log.path
-    projector_log = EventLog(log_path)
-    projector_store = ProjectionStore(settings.projections_path, settings)
+    reader_log = EventLog(log_path)
     api_store = ProjectionStore(settings.projections_path, settings)
     metrics = Metrics()
     committer = GroupCommitter(event_log)
-    projector = EmbeddedProjector(projector_log, projector_store)
-    receiver = Receiver(settings, committer, now=now, on_appended=projector.wake, metrics=metrics)
+    closables: list[EventLog | ProjectionStore] = [reader_log, api_store]
+    broker_ping: Callable[[], object] | None = None
+    background: EmbeddedProjector | RedisWaker
+    if settings.redis_url:
+        # Workers project; this process only says "there is new log".
+        broker = make_broker(settings.redis_url.reveal())
+        actor = declare(broker, runtime=None)
+        background = RedisWaker(broker.client, actor.send, on_sent=metrics.wakeups.inc)
+        broker_ping = broker.client.ping
+    else:
+        projector_log = EventLog(log_path)
+        projector_store = ProjectionStore(settings.projections_path, settings)
+        closables += [projector_log, projector_store]
+        background = EmbeddedProjector(projector_log, projector_store, settings)
+    receiver = Receiver(settings, committer, now=now, on_appended=background.wake, metrics=metrics)
 
     async def wait_for(seq: int) -> None:
-        await wait_until_projected(api_store, seq, projector.wake)
+        await wait_until_projected(api_store, seq, background.wake)
 
     api = EntitlementApi(
         settings,
         api_store,
-        projector_log,
+        reader_log,
         append=committer.append,
         wait_for=wait_for,
         now=clock,
@@ -112,6 +128,12 @@ def create_app(
             checks["log"] = "unavailable"
         except StoreUnavailable:
             checks["projections"] = "unavailable"
+        if broker_ping is not None:
+            try:
+                await asyncio.to_thread(broker_ping)
+                checks["broker"] = "ok"
+            except redis.RedisError:
+                checks["broker"] = "unavailable"
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
@@ -120,13 +142,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        projector.start()
+        background.start()
         try:
             yield
         finally:
             await committer.aclose()
-            projector.stop()
-            for closable in (projector_log, projector_store, api_store):
+            background.stop()
+            for closable in closables:
                 closable.close()
             if owns_log:
                 event_log.close()

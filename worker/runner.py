@@ -1,0 +1,89 @@
+"""`billhook worker`: dramatiq actors on Redis, plus catch-up on start and on a timer.
+
+The timer makes the log, not Redis, the source of truth: a lost message, a
+flushed or restarted Redis only delays projections until the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import dramatiq
+
+from ingest.errors import LogUnavailable
+from ingest.log import EventLog
+from ingest.settings import Settings
+from projections.errors import StoreUnavailable
+from projections.projector import catch_up
+from projections.store import ProjectionStore
+from worker.actors import PROJECTIONS_QUEUE, Runtime, declare
+from worker.broker import make_broker
+from worker.faults import crash_point
+from worker.replay import rebuild_if_outdated
+
+logger = logging.getLogger("billhook.worker")
+
+# How often a worker catches up from the log without being told to.
+CATCH_UP_INTERVAL_S = 2.0
+
+
+def _catch_up(log: EventLog, store: ProjectionStore) -> None:
+    try:
+        result = catch_up(log, store)
+    except (LogUnavailable, StoreUnavailable) as e:
+        logger.warning("catch-up", extra={"fields": {"outcome": "unavailable", "error": str(e)}})
+        return
+    if result.applied or result.skipped or result.quarantined:
+        fields = {"outcome": "applied", "applied": result.applied, "seq": result.checkpoint}
+        logger.info("catch-up", extra={"fields": fields})
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    threads: int = 1,
+    interval_s: float = CATCH_UP_INTERVAL_S,
+    install_signals: Callable[[Callable[[], None]], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT."""
+    broker = make_broker(settings.redis_url.reveal())
+    dramatiq.set_broker(broker)
+    log = EventLog(settings.events_path)
+    store = ProjectionStore(
+        settings.projections_path, settings, before_commit=lambda: crash_point("before_commit")
+    )
+    declare(broker, Runtime(log=log, store=store))
+    stopping = threading.Event()
+    (install_signals or _install_signals)(stopping.set)
+    rebuild_thread = threading.Thread(
+        target=rebuild_if_outdated,
+        args=(log, store, settings),
+        name="billhook-rebuild",
+        daemon=True,
+    )
+    rebuild_thread.start()
+    _catch_up(log, store)
+    worker = dramatiq.Worker(broker, queues={PROJECTIONS_QUEUE}, worker_threads=threads)
+    worker.start()
+    logger.info("worker", extra={"fields": {"outcome": "started", "threads": threads}})
+    try:
+        while not stopping.wait(interval_s):
+            _catch_up(log, store)
+    finally:
+        worker.stop()
+        broker.close()
+        store.close()
+        log.close()
+        logger.info("worker", extra={"fields": {"outcome": "stopped"}})
+
+
+def _install_signals(stop: Callable[[], None]) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
