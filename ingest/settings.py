@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,6 +129,27 @@ class Settings:
     polar: PolarSettings = field(default_factory=PolarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     redis_url: Secret = NO_SECRET
+
+    @cached_property
+    def tier_rank(self) -> Mapping[str, int]:
+        """Each tier's position, low to high."""
+        return {tier: i for i, tier in enumerate(self.tiers)}
+
+    @cached_property
+    def default_tier(self) -> str:
+        """The first tier: the free default."""
+        return next(iter(self.tiers))
+
+    @cached_property
+    def features_of(self) -> Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """For each tier, (the features it includes, every other feature), each sorted."""
+        everything = {f for features in self.tiers.values() for f in features}
+        result: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        included: set[str] = set()
+        for tier, features in self.tiers.items():
+            included |= set(features)
+            result[tier] = (tuple(sorted(included)), tuple(sorted(everything - included)))
+        return result
 
     @property
     def events_path(self) -> Path:

@@ -8,7 +8,6 @@ payload is malformed raises :class:`DecodeError` and is quarantined.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from ingest.log import StoredEvent
 from ingest.settings import ENFORCEMENT_MODES
 from projections.errors import DecodeError
 from projections.facts import (
+    ATTENTION_STATUSES,
     OVERRIDE_KINDS,
     EnforcementFact,
     Fact,
@@ -171,11 +171,11 @@ def _id_of(value: object) -> str | None:
     return _str(value)
 
 
-def _with_attention(fact: SubscriptionFact) -> SubscriptionFact:
-    """Seed a snapshot's own attention record (see SubscriptionFact)."""
-    if fact.status in ("past_due", "unpaid"):
-        return replace(fact, attention_us=(fact.order.time_us,))
-    return replace(fact, healthy_us=fact.order.time_us)
+def _attention_record(status: str, time_us: int) -> dict[str, Any]:
+    """A snapshot's own attention record (see SubscriptionFact), as constructor fields."""
+    if status in ATTENTION_STATUSES:
+        return {"attention_us": (time_us,)}
+    return {"healthy_us": time_us}
 
 
 def _normalized(provider_status: str, canceling: bool) -> str:
@@ -207,12 +207,13 @@ def _stripe_subscription(event: StoredEvent, payload: Mapping[str, Any], key: st
         rank=STRIPE_SUBSCRIPTION_RANKS[event.type],
         seq=event.seq,
     )
+    status = _normalized(provider_status, canceling)
     fact = SubscriptionFact(
         provider="stripe",
         id=sub["id"],
         customer=customer,
         workspace=workspace,
-        status=_normalized(provider_status, canceling),
+        status=status,
         provider_status=provider_status,
         product=None,
         items=items,
@@ -222,8 +223,9 @@ def _stripe_subscription(event: StoredEvent, payload: Mapping[str, Any], key: st
         livemode=event.livemode,
         event_id=event.event_id,
         order=order,
+        **_attention_record(status, order.time_us),
     )
-    facts: list[Fact] = [_with_attention(fact)]
+    facts: list[Fact] = [fact]
     if workspace and customer:
         facts.append(LinkFact("stripe", customer, workspace, order.time_us, event.seq))
     return facts
@@ -275,12 +277,13 @@ def _polar_subscription(event: StoredEvent, payload: Mapping[str, Any], key: str
     )
     customer_obj = sub.get("customer") if isinstance(sub.get("customer"), dict) else {}
     customer = _str(sub.get("customer_id")) or _str(customer_obj.get("id"))
+    status = _normalized(provider_status, cancel_at_period_end)
     fact = SubscriptionFact(
         provider="polar",
         id=sub["id"],
         customer=customer,
         workspace=_metadata(sub, key),
-        status=_normalized(provider_status, cancel_at_period_end),
+        status=status,
         provider_status=provider_status,
         product=_str(sub.get("product_id")),
         items=(),
@@ -290,8 +293,9 @@ def _polar_subscription(event: StoredEvent, payload: Mapping[str, Any], key: str
         livemode=None,
         event_id=event.event_id,
         order=order,
+        **_attention_record(status, order.time_us),
     )
-    facts: list[Fact] = [_with_attention(fact)]
+    facts: list[Fact] = [fact]
     linked = _polar_customer_workspace(customer_obj, key) or fact.workspace
     if linked and customer:
         facts.append(LinkFact("polar", customer, linked, order.time_us, event.seq))

@@ -135,7 +135,7 @@ def _expired(override: OverrideFact, now_us: int) -> bool:
 
 def view(fact: SubscriptionFact, settings: Settings) -> SubscriptionView:
     """The tier, price, seats and problem the config gives a subscription."""
-    rank = {tier: i for i, tier in enumerate(settings.tiers)}
+    rank = settings.tier_rank
     granting = fact.status in GRANTING_STATUSES
     if fact.provider == "stripe":
         best = None
@@ -176,9 +176,8 @@ def view(fact: SubscriptionFact, settings: Settings) -> SubscriptionView:
 def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitlement:
     """The entitlement of `facts.workspace_id` at `now`."""
     now_us = _us(now)
-    tiers = list(settings.tiers)
-    rank = {tier: i for i, tier in enumerate(tiers)}
-    default = tiers[0]
+    rank = settings.tier_rank
+    default = settings.default_tier
     views = tuple(
         sorted(
             (view(f, settings) for f in facts.subscriptions),
@@ -239,9 +238,7 @@ def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitle
         since = winner.attention_since_us
         paid_blocked = winner.attention and (since is None or now_us >= since + grace_us)
 
-    granted = tiers[: rank[default] + 1] if paid_blocked else tiers[: rank[tier] + 1]
-    included = tuple(sorted(f for t in granted for f in settings.tiers[t]))
-    everything = {f for t in tiers for f in settings.tiers[t]}
+    included, unavailable = settings.features_of[default if paid_blocked else tier]
     return Entitlement(
         workspace_id=facts.workspace_id,
         tier=tier,
@@ -250,7 +247,7 @@ def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitle
         attention=attention,
         next_action=_next_action(winner, status, problems, default),
         included=included,
-        unavailable=tuple(sorted(everything - set(included))),
+        unavailable=unavailable,
         seats=seats,
         subscriptions=views,
         overrides=tuple(sorted((o for o in facts.overrides if o.active), key=lambda o: o.kind)),
