@@ -32,7 +32,7 @@ from ingest.settings import Settings
 from projections.api import EntitlementApi
 from projections.errors import StoreUnavailable
 from projections.http import exception_handlers as projection_exception_handlers
-from projections.store import ProjectionStore
+from projections.store import PROJECTION_VERSION, ProjectionStore
 from worker.actors import declare
 from worker.broker import RedisWaker, make_broker
 from worker.embedded import EmbeddedProjector, wait_until_projected
@@ -135,10 +135,13 @@ def create_app(
             except redis.RedisError:
                 checks["broker"] = "unavailable"
         ready = all(value == "ok" for value in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not_ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
+        with contextlib.suppress(StoreUnavailable):
+            stored = api_store.version()
+            if stored != PROJECTION_VERSION:
+                # Informational: the old projection keeps serving until the rebuild swaps.
+                body["rebuilding"] = {"from_version": stored, "to_version": PROJECTION_VERSION}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
