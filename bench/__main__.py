@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import ingest
+from bench import ingest, reads, visibility
 
 # Benchmarks in the order `make bench` runs them: name -> main(argv) -> exit status.
 BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {
     "ingest": ingest.main,
+    "reads": reads.main,
+    "visibility": visibility.main,
 }
 
 

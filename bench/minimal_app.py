@@ -1,6 +1,8 @@
-"""The baseline of the ingest benchmark: the least a Starlette webhook endpoint can do.
+"""The baselines of the benchmarks: the least a Starlette endpoint can do.
 
-One POST route that reads the whole body and answers a small JSON object,
+One POST route that reads the whole body and answers a small JSON object (the
+ingest benchmark's baseline), and one GET route at the path of the
+entitlement API that answers a small JSON object (the reads benchmark's),
 served by uvicorn with exactly the settings `billhook serve` uses (one
 process, the default loop and HTTP implementations, no access log, warnings
 only), so the ratio measures billhook's own work and nothing else.
@@ -25,7 +27,17 @@ async def receive(request: Request) -> Response:
     return JSONResponse({"status": "accepted", "bytes": len(body)})
 
 
-app = Starlette(routes=[Route("/webhooks/stripe", receive, methods=["POST"])])
+async def read(request: Request) -> Response:
+    """Answer a small JSON object about the workspace in the path, looking nothing up."""
+    return JSONResponse({"workspace_id": request.path_params["workspace_id"], "tier": "solo"})
+
+
+app = Starlette(
+    routes=[
+        Route("/webhooks/stripe", receive, methods=["POST"]),
+        Route("/v1/workspaces/{workspace_id}/entitlements", read, methods=["GET"]),
+    ]
+)
 
 
 def main(argv: list[str] | None = None) -> None:
