@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,6 +24,7 @@ from ingest.settings import SEAT_ACTION, Settings
 from projections import operator
 from projections import requests as req
 from projections.auth import TokenGate
+from projections.cache import EntitlementCache
 from projections.query import entitlement_at
 from projections.resolver import Entitlement, required_tier
 from projections.store import ProjectionStore
@@ -53,6 +55,7 @@ class EntitlementApi:
         self._wait_for = wait_for
         self._now = now
         self._gate = TokenGate(settings.auth)
+        self._cache = EntitlementCache(store, settings, now)
         self._on_decision = on_decision
         self._features = {f for features in settings.tiers.values() for f in features}
         self._default_tier = next(iter(settings.tiers))
@@ -81,9 +84,11 @@ class EntitlementApi:
 
     async def entitlements(self, request: Request) -> Response:
         self._gate.require(request)
-        entitlement, at = self.entitlement(
-            request.path_params["workspace_id"], request.query_params.get("as_of")
-        )
+        workspace = request.path_params["workspace_id"]
+        as_of = request.query_params.get("as_of")
+        if as_of is None:
+            return Response(self._cache.get(workspace).body, media_type="application/json")
+        entitlement, at = self.entitlement(workspace, as_of)
         return JSONResponse(entitlement.to_json(at))
 
     async def history(self, request: Request) -> Response:
@@ -114,13 +119,13 @@ class EntitlementApi:
         seats_in_use = req.count(body, "seats_in_use")
         if action == SEAT_ACTION and seats_in_use is None:
             raise req.invalid(f"missing field: seats_in_use (required for {SEAT_ACTION})")
-        entitlement, _ = self.entitlement(request.path_params["workspace_id"])
+        entitlement = self._cache.get(request.path_params["workspace_id"]).entitlement
         answer = self.decide(entitlement, action, seats_in_use)
         if self._on_decision is not None:
             self._on_decision(answer["decision"], answer["reason"])
         if answer["decision"] == "deny":
             raise ApiError(402, "billing_required", _denial_detail(answer), extra=answer)
-        return JSONResponse(answer)
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     def decide(
         self, entitlement: Entitlement, action: str, seats_in_use: int | None

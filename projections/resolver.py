@@ -96,6 +96,9 @@ class Entitlement:
     as_of_seq: int
     # Paid features are withheld because billing needs attention past the grace period.
     paid_blocked: bool
+    # The first moment at which the same facts resolve differently (an override
+    # expires, a grace period ends); None when only new facts can change it.
+    valid_until_us: int | None = None
 
     def to_json(self, now: datetime) -> dict[str, Any]:
         now_us = _us(now)
@@ -227,6 +230,7 @@ def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitle
     latest = max(facts.subscriptions, key=lambda f: f.order, default=None)
     problems = tuple(sorted(v.problem for v in views if v.problem is not None))
 
+    grace_us = int(settings.attention_grace_hours * US_PER_HOUR)
     if winner is None:
         status = latest.status if latest is not None else "none"
         tier, source, seats, paid_blocked = default, "default", None, False
@@ -234,11 +238,13 @@ def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitle
     else:
         status, tier, source, seats = winner.status, winner.tier, winner.source, winner.seats
         attention = winner.status if winner.attention else None
-        grace_us = int(settings.attention_grace_hours * US_PER_HOUR)
         since = winner.attention_since_us
         paid_blocked = winner.attention and (since is None or now_us >= since + grace_us)
 
     included, unavailable = settings.features_of[default if paid_blocked else tier]
+    boundaries = [iso_to_us(o.expires_at) for o in live_overrides if o.expires_at is not None]
+    if winner is not None and winner.attention and not paid_blocked and winner.attention_since_us:
+        boundaries.append(winner.attention_since_us + grace_us)
     return Entitlement(
         workspace_id=facts.workspace_id,
         tier=tier,
@@ -255,6 +261,7 @@ def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitle
         enforcement=facts.enforcement,
         as_of_seq=facts.as_of_seq,
         paid_blocked=paid_blocked,
+        valid_until_us=min(boundaries, default=None),
     )
 
 

@@ -204,6 +204,11 @@ class ProjectionStore:
         with self._reading() as conn:
             return int(conn.execute("SELECT seq FROM checkpoint").fetchone()[0])
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the store (SQLite's data_version)."""
+        with self._reading() as conn:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
     def version(self) -> int:
         """The projection version this store was built with (see PROJECTION_VERSION)."""
         with self._reading() as conn:

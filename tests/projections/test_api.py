@@ -400,3 +400,32 @@ def test_ops_endpoints(api: Api) -> None:
     assert 'billhook_checks_total{decision="would_deny",reason="tier_required"} 1.0' in metrics
     assert "billhook_log_head_seq 1.0" in metrics
     assert "billhook_projection_lag_events 0.0" in metrics
+
+
+def test_cached_answers_follow_time_rules_and_new_events(settings: Settings) -> None:
+    """Answers are cached between events, but never past an override's expiry."""
+    now = [datetime(2026, 11, 21, 12, 0, tzinfo=UTC)]
+    log = EventLog(settings.events_path)
+    app = create_app(settings, log=log, clock=lambda: now[0])
+    try:
+        with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+            api = Api(client)
+            body = {
+                "workspace_id": "ws_1",
+                "kind": "manual_pilot",
+                "tier": "team",
+                "expires_at": "2026-11-21T13:00:00Z",
+                "reason": "pilot",
+                "actor": "ops",
+            }
+            assert client.post("/v1/admin/overrides", json=body, headers=ADMIN).status_code == 201
+            assert api.get("ws_1").json()["source"] == "manual_pilot"
+            assert api.get("ws_1").json()["source"] == "manual_pilot"  # served from the cache
+            now[0] = datetime(2026, 11, 21, 13, 0, tzinfo=UTC)
+            expired = api.get("ws_1").json()
+            assert (expired["source"], expired["overrides"][0]["expired"]) == ("default", True)
+            sub = stripe_subscription(metadata={"workspace_id": "ws_1"})
+            api.deliver("customer.subscription.created", sub, int(time.time()))
+            assert api.get("ws_1").json()["source"] == "stripe"
+    finally:
+        log.close()
