@@ -19,6 +19,7 @@ class Metrics:
             ["provider", "outcome"],
             registry=r,
         )
+        self._check_children: dict[tuple[str, str], Counter] = {}
         self.checks = Counter(
             "billhook_checks",
             "Entitlement checks by decision and reason.",
@@ -41,3 +42,11 @@ class Metrics:
         self.skipped = Gauge(
             "billhook_skipped_events", "Events projections do not use.", registry=r
         )
+
+    def count_check(self, decision: str, reason: str | None) -> None:
+        """Count one check; the labelled child is looked up once per label pair."""
+        key = (decision, reason or "none")
+        child = self._check_children.get(key)
+        if child is None:
+            child = self._check_children[key] = self.checks.labels(*key)
+        child.inc()

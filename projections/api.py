@@ -62,10 +62,11 @@ class EntitlementApi:
 
     @property
     def routes(self) -> list[Route]:
+        # The hot routes first: Starlette tries routes in order.
         return [
+            Route("/v1/workspaces/{workspace_id}/check", self.check, methods=["POST"]),
             Route("/v1/workspaces/{workspace_id}/entitlements", self.entitlements, methods=["GET"]),
             Route("/v1/workspaces/{workspace_id}/history", self.history, methods=["GET"]),
-            Route("/v1/workspaces/{workspace_id}/check", self.check, methods=["POST"]),
             Route("/v1/admin/overrides", self.set_override, methods=["POST"]),
             Route(
                 "/v1/admin/overrides/{workspace_id}/{kind}",

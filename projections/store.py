@@ -206,8 +206,12 @@ class ProjectionStore:
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the store (SQLite's data_version)."""
-        with self._reading() as conn:
-            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+        # On every read request: the plain lock, without _reading's context manager.
+        with self._lock:
+            try:
+                return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as e:
+                raise StoreUnavailable(str(e)) from e
 
     def version(self) -> int:
         """The projection version this store was built with (see PROJECTION_VERSION)."""

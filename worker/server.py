@@ -95,9 +95,7 @@ def create_app(
         append=committer.append,
         wait_for=wait_for,
         now=clock,
-        on_decision=lambda decision, reason: metrics.checks.labels(
-            decision, reason or "none"
-        ).inc(),
+        on_decision=metrics.count_check,
     )
 
     def observe() -> tuple[int, int]:
@@ -158,8 +156,8 @@ def create_app(
 
     app = Starlette(
         routes=[
-            *receiver.routes,
             *api.routes,
+            *receiver.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
