@@ -99,7 +99,8 @@ def create_app(
     )
 
     def observe() -> tuple[int, int]:
-        head = event_log.head_seq()
+        # The reader's connection: the writer's lock is held through each fsync.
+        head = reader_log.head_seq()
         seq, skipped, quarantined = api_store.stats()
         metrics.log_head.set(head)
         metrics.projection_seq.set(seq)
