@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import DramatiqError
 
 logger = logging.getLogger("billhook.broker")
 
@@ -72,6 +73,14 @@ class RedisWaker:
     def wake(self, seq: int | None = None) -> None:
         self._wanted.set()
 
+    def _send_or_clear(self) -> None:
+        try:
+            self._send()
+        except DramatiqError:
+            # A flag without its message would hold every wake-up back until it expires.
+            self._client.delete(PENDING_KEY)
+            raise
+
     def _run(self) -> None:
         while True:
             self._wanted.wait()
@@ -81,10 +90,10 @@ class RedisWaker:
             time.sleep(MIN_INTERVAL_S)
             try:
                 if self._client.set(PENDING_KEY, "1", nx=True, ex=PENDING_TTL_S):
-                    self._send()
+                    self._send_or_clear()
                     if self._on_sent is not None:
                         self._on_sent()
-            except redis.RedisError as e:
+            except (redis.RedisError, DramatiqError) as e:
                 # Nothing is lost: the worker's timer catches up from the log meanwhile.
                 fields = {"outcome": "redis_error", "error": type(e).__name__}
                 logger.warning("wake-up", extra={"fields": fields})

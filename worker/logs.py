@@ -35,7 +35,7 @@ def configure(level: str = "info") -> None:
     """Send billhook's and uvicorn's logs to stderr as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in ("billhook", "uvicorn", "uvicorn.error"):
+    for name in ("billhook", "uvicorn", "uvicorn.error", "dramatiq"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())

@@ -1,0 +1,515 @@
+"""Fixtures for worker tests: a real Redis, real `billhook` processes, signed deliveries.
+
+Redis is the one dramatiq's own suite uses: a real server. `redis_url` takes
+`BILLHOOK_TEST_REDIS_URL`, else db 15 on the local default port; when nothing
+answers there it starts a throwaway `redis-server`. Without any Redis the
+tests fail under CI and are skipped elsewhere. Db 0 is never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingest.log import EventLog
+from ingest.settings import Settings, load_settings
+from projections.rebuild import rebuild
+from projections.store import ProjectionStore
+from tests.stripe_payloads import stripe_subscription
+from tests.support import STRIPE_SECRET, free_port, stripe_event_body, stripe_headers
+
+T = TypeVar("T")
+
+# The project root: subprocesses import `worker` from here.
+ROOT = Path(__file__).resolve().parents[2]
+# Where tests look for Redis when BILLHOOK_TEST_REDIS_URL is unset; never db 0.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+# The db a redis-server started by the tests is used through.
+STARTED_REDIS_DB = 15
+READ_TOKEN = "read-token-worker-tests-0123456789"
+# Upper bounds on every wait, so a broken process fails a test instead of hanging it.
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+PROJECTED_TIMEOUT_S = 20.0
+CLI_TIMEOUT_S = 60.0
+# How often a poll looks again.
+POLL_S = 0.05
+# Environment variables that would override the config a test writes.
+_CONFIG_ENV_PREFIXES = ("BILLHOOK_", "STRIPE_", "POLAR_")
+# Subscription events all start here (Stripe `created`, Unix seconds).
+T0 = 1_795_000_000
+# A lifecycle's last event and the (tier, status) the workspace must end in.
+FINALS: dict[str, tuple[str, str, tuple[str, str]]] = {
+    "active": ("customer.subscription.updated", "active", ("team", "active")),
+    "past_due": ("customer.subscription.updated", "past_due", ("team", "past_due")),
+    "canceled": ("customer.subscription.deleted", "canceled", ("solo", "inactive")),
+}
+
+
+# -- Redis --------------------------------------------------------------------------------
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with redis_client(url) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _unavailable(reason: str) -> None:
+    """No Redis: a failure under CI (like dramatiq's suite), a skip on a laptop."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+class RedisServer:
+    """A `redis-server` of the tests' own: no persistence, stoppable and restartable."""
+
+    def __init__(self, binary: str, port: int, directory: Path) -> None:
+        self.binary = binary
+        self.port = port
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = STARTED_REDIS_DB) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        command = [self.binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+        command += ["--port", str(self.port), "--dir", str(self.directory)]
+        with (self.directory / "redis.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+        process = self.process
+        wait_until(
+            lambda: _answers(self.url()) or _exited(process),
+            START_TIMEOUT_S,
+            "redis-server to answer PING",
+        )
+        if process.poll() is not None:
+            log = (self.directory / "redis.log").read_text()[-1000:]
+            raise AssertionError(f"redis-server exited with {process.returncode}:\n{log}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is not None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis URL (never db 0) that answers PING for the whole session."""
+    url = os.environ.get("BILLHOOK_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+    with redis_client(url) as client:  # parses the URL; connects on first command only
+        db = int(client.connection_pool.connection_kwargs.get("db", 0))
+    if db == 0:
+        pytest.fail("BILLHOOK_TEST_REDIS_URL must name a Redis db other than 0 (tests flush it)")
+    if _answers(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _unavailable("no Redis answers for the worker tests and no redis-server is on PATH")
+        return
+    server = RedisServer(binary, free_port(), tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+        yield server.url()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the test db, flushed before (and after) each test."""
+    with redis_client(redis_url) as client:
+        client.flushdb()
+        yield client
+        client.flushdb()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server only this test uses, so it can be stopped and restarted."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not on PATH")
+    directory = tmp_path / "own-redis"
+    directory.mkdir()
+    server = RedisServer(binary, free_port(), directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+# -- polling --------------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+# -- a deployment: config, data dir, processes ------------------------------------------------
+
+
+def write_config(directory: Path, *, redis_url: str | None) -> Path:
+    """A billhook.toml with a data dir, the Stripe secret, a price map and a read token."""
+    lines = [
+        "[billhook]",
+        f"data_dir = {json.dumps(str(directory / 'data'))}",
+        "",
+        "[stripe]",
+        f"webhook_secrets = [{json.dumps(STRIPE_SECRET)}]",
+        "[stripe.prices]",
+        'price_team_monthly = { tier = "team", interval = "month" }',
+        "",
+        "[auth]",
+        f"api_tokens = [{json.dumps(READ_TOKEN)}]",
+        "",
+    ]
+    if redis_url is not None:
+        lines += ["[redis]", f"url = {json.dumps(redis_url)}", ""]
+    path = directory / "billhook.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def settings_of(config: Path) -> Settings:
+    return load_settings(config, {})
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CONFIG_ENV_PREFIXES)}
+    env.update(extra or {})
+    return env
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Signal `process` (SIGKILL when it does not stop in time); its return code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
+    return process.returncode
+
+
+@dataclass
+class Server:
+    """A `python -m worker serve` process."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+
+    def client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {READ_TOKEN}"}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+
+
+@dataclass
+class Processes:
+    """Starts billhook processes and kills every one still running at the end."""
+
+    directory: Path
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def _start(
+        self, args: Sequence[str], log: Path, env: dict[str, str] | None
+    ) -> subprocess.Popen[bytes]:
+        out = log.open("ab")
+        self._logs.append(out)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker", *args],
+            cwd=ROOT,
+            env=_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+        self.started.append(process)
+        return process
+
+    def serve(self, config: Path, *, name: str = "server") -> Server:
+        port = free_port()
+        log = self.directory / f"{name}.log"
+        args = ["serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
+        process = self._start(args, log, None)
+        server = Server(process, f"http://127.0.0.1:{port}", log)
+        wait_until(lambda: _healthy(server), START_TIMEOUT_S, f"{name} to answer /healthz")
+        return server
+
+    def worker(
+        self,
+        config: Path,
+        *,
+        name: str = "worker",
+        env: dict[str, str] | None = None,
+        threads: int = 1,
+    ) -> subprocess.Popen[bytes]:
+        args = ["worker", "--config", str(config), "--threads", str(threads)]
+        args += ["--log-level", "warning"]
+        return self._start(args, self.directory / f"{name}.log", env)
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT_S)
+        for out in self._logs:
+            out.close()
+
+
+def _healthy(server: Server) -> bool:
+    if server.process.poll() is not None:
+        raise AssertionError(
+            f"server exited with {server.process.returncode}:\n{server.log.read_text()[-2000:]}"
+        )
+    try:
+        return httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+def run_cli(*args: str, timeout_s: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """Run `python -m worker ARGS` to completion (bounded); its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=ROOT,
+        env=_env(None),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+# -- events and deliveries ------------------------------------------------------------------
+
+
+def lifecycle(workspace: str, final: str) -> list[bytes]:
+    """Stripe events for one subscription of `workspace`: created, past_due, then `final`."""
+    sub_id, customer = f"sub_{workspace}", f"cus_{workspace}"
+    metadata = {"workspace_id": workspace}
+    last_type, last_status, _ = FINALS[final]
+    steps = [
+        ("customer.subscription.created", "active"),
+        ("customer.subscription.updated", "past_due"),
+        (last_type, last_status),
+    ]
+    return [
+        stripe_event_body(
+            event_type,
+            obj=stripe_subscription(id=sub_id, customer=customer, status=status, metadata=metadata),
+            created=T0 + n,
+        )
+        for n, (event_type, status) in enumerate(steps)
+    ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Events for a set of workspaces and the (tier, status) each must end in."""
+
+    bodies: list[bytes]
+    expected: dict[str, tuple[str, str]]
+
+
+def plan(prefix: str, workspaces: int, *, noise: int = 0, seed: int = 0) -> Plan:
+    """Lifecycles for `workspaces` workspaces, finals in turn, events shuffled together.
+
+    `noise` adds events projections do not use: applying one counts it as
+    skipped, so applying one twice shows in the checkpoint row of a digest.
+    """
+    bodies: list[bytes] = []
+    expected: dict[str, tuple[str, str]] = {}
+    finals = list(FINALS)
+    for n in range(workspaces):
+        workspace, final = f"{prefix}_{n}", finals[n % len(finals)]
+        bodies += lifecycle(workspace, final)
+        expected[workspace] = FINALS[final][2]
+    for n in range(noise):
+        invoice = {"id": f"in_{prefix}_{n}", "object": "invoice", "status": "paid"}
+        bodies.append(stripe_event_body("invoice.paid", obj=invoice, created=T0 + n))
+    random.Random(seed).shuffle(bodies)
+    return Plan(bodies, expected)
+
+
+def deliver(client: httpx.Client, body: bytes) -> int:
+    """POST one signed Stripe event; it must be accepted. Returns its seq."""
+    response = client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["status"] == "accepted", answer
+    return int(answer["seq"])
+
+
+def deliver_all(server: Server, bodies: Sequence[bytes], *, senders: int = 1) -> list[int]:
+    """Deliver `bodies` from `senders` threads; every one must be accepted. Their seqs."""
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def send(part: Sequence[bytes]) -> None:
+        try:
+            with server.client() as client:
+                for body in part:
+                    seq = deliver(client, body)
+                    with lock:
+                        seqs.append(seq)
+        except BaseException as e:
+            with lock:
+                errors.append(e)
+
+    threads = [
+        threading.Thread(target=send, args=(bodies[n::senders],), daemon=True)
+        for n in range(senders)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=CLI_TIMEOUT_S)
+    assert not any(thread.is_alive() for thread in threads), "senders did not finish"
+    if errors:
+        raise errors[0]
+    assert len(seqs) == len(bodies)
+    return seqs
+
+
+def state(client: httpx.Client, workspace: str) -> dict[str, Any]:
+    response = client.get(f"/v1/workspaces/{workspace}/entitlements")
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def metric(server: Server, name: str) -> float:
+    """The value of one unlabelled sample from the server's /metrics."""
+    text = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+# -- the databases, read directly -------------------------------------------------------------
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+
+
+def log_head(settings: Settings) -> int:
+    conn = _read_only(settings.events_path)
+    try:
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def projected_seq(settings: Settings) -> int:
+    """The projection checkpoint; 0 before the store exists."""
+    if not settings.projections_path.exists():
+        return 0
+    conn = _read_only(settings.projections_path)
+    try:
+        row = conn.execute("SELECT seq FROM checkpoint").fetchone()
+    except sqlite3.OperationalError:
+        return 0  # created but its schema not yet committed
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
+def wait_projected(settings: Settings, head: int, timeout_s: float = PROJECTED_TIMEOUT_S) -> None:
+    wait_until(
+        lambda: projected_seq(settings) >= head,
+        timeout_s,
+        f"projections to reach seq {head} (at {projected_seq(settings)})",
+    )
+
+
+def live_digest(settings: Settings) -> list[tuple[Any, ...]]:
+    store = ProjectionStore(settings.projections_path, settings)
+    try:
+        return store.digest_rows()
+    finally:
+        store.close()
+
+
+def clean_digest(settings: Settings, directory: Path) -> list[tuple[Any, ...]]:
+    """The projection a from-scratch rebuild of the whole log gives."""
+    log = EventLog(settings.events_path)
+    target = directory / "clean.db"
+    try:
+        rebuild(log, target, settings)
+    finally:
+        log.close()
+    store = ProjectionStore(target, settings)
+    try:
+        return store.digest_rows()
+    finally:
+        store.close()
+
+
+def assert_states(server: Server, expected: dict[str, tuple[str, str]], head: int) -> None:
+    """Every workspace answers its expected (tier, status), as of `head` or later."""
+    with server.client() as client:
+        seen = {}
+        for workspace in expected:
+            answer = state(client, workspace)
+            assert answer["as_of_seq"] >= head
+            seen[workspace] = (answer["tier"], answer["status"])
+    assert seen == expected
