@@ -33,7 +33,11 @@ class EventRecord:
 
 def iso_utc(moment: datetime) -> str:
     """UTC ISO 8601 with millisecond precision and a `Z`, the log's one time format."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    m = moment.astimezone(UTC)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}Z"
+    )
 
 
 def _object(text: str) -> Mapping[str, Any]:
