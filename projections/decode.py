@@ -77,6 +77,10 @@ NORMALIZED = {
 OVERRIDE_SET = "billhook.override_set"
 OVERRIDE_REVOKED = "billhook.override_revoked"
 ENFORCEMENT_SET = "billhook.enforcement_set"
+# A subscription snapshot fetched from a provider's API (SPEC §8).
+RECONCILED = "billhook.reconciled"
+# A reconciled snapshot ranks like an update at the same instant.
+RECONCILED_RANK = 1
 
 
 def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
@@ -117,6 +121,8 @@ def _family(event: StoredEvent) -> str:
         return "override"
     elif event.provider == "billhook" and event.type == ENFORCEMENT_SET:
         return "enforcement"
+    elif event.provider == "billhook" and event.type == RECONCILED:
+        return "reconciled"
     return ""
 
 
@@ -191,10 +197,24 @@ def _normalized(provider_status: str, canceling: bool) -> str:
 
 
 def _stripe_subscription(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
-    sub = payload["data"]["object"]
     created = payload["created"]
     if not isinstance(created, int):
         raise DecodeError("event has no integer `created`")
+    rank = STRIPE_SUBSCRIPTION_RANKS[event.type]
+    return stripe_snapshot(
+        payload["data"]["object"], _epoch_us(created), rank, event, event.livemode, key
+    )
+
+
+def stripe_snapshot(
+    sub: Mapping[str, Any],
+    time_us: int,
+    rank: int,
+    event: StoredEvent,
+    livemode: int | None,
+    key: str,
+) -> list[Fact]:
+    """The facts a Stripe subscription object states, ordered at (`time_us`, `rank`)."""
     provider_status = sub["status"]
     cancel_at_period_end = bool(sub.get("cancel_at_period_end"))
     canceling = cancel_at_period_end or sub.get("cancel_at") is not None
@@ -202,9 +222,9 @@ def _stripe_subscription(event: StoredEvent, payload: Mapping[str, Any], key: st
     workspace = _metadata(sub, key)
     customer = _id_of(sub.get("customer"))
     order = Order(
-        time_us=_epoch_us(created),
+        time_us=time_us,
         terminal=provider_status in STRIPE_TERMINAL,
-        rank=STRIPE_SUBSCRIPTION_RANKS[event.type],
+        rank=rank,
         seq=event.seq,
     )
     status = _normalized(provider_status, canceling)
@@ -220,7 +240,7 @@ def _stripe_subscription(event: StoredEvent, payload: Mapping[str, Any], key: st
         seats=None,
         cancel_at_period_end=cancel_at_period_end,
         current_period_end=_iso_from_epoch(sub.get("current_period_end")),
-        livemode=event.livemode,
+        livemode=livemode,
         event_id=event.event_id,
         order=order,
         **_attention_record(status, order.time_us),
@@ -266,16 +286,25 @@ def _stripe_checkout(event: StoredEvent, payload: Mapping[str, Any], key: str) -
 
 def _polar_subscription(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
     sub = payload["data"]
-    provider_status = "revoked" if event.type == "subscription.revoked" else sub["status"]
-    cancel_at_period_end = bool(sub.get("cancel_at_period_end"))
     stamp = sub.get("modified_at") or sub["created_at"]
+    revoked = event.type == "subscription.revoked"
+    return polar_snapshot(sub, iso_to_us(stamp), event, key, revoked=revoked)
+
+
+def polar_snapshot(
+    sub: Mapping[str, Any], time_us: int, event: StoredEvent, key: str, *, revoked: bool = False
+) -> list[Fact]:
+    """The facts a Polar subscription object states, ordered at `time_us`."""
+    provider_status = "revoked" if revoked else sub["status"]
+    cancel_at_period_end = bool(sub.get("cancel_at_period_end"))
     order = Order(
-        time_us=iso_to_us(stamp),
+        time_us=time_us,
         terminal=provider_status in POLAR_TERMINAL,
         rank=0,
         seq=event.seq,
     )
-    customer_obj = sub.get("customer") if isinstance(sub.get("customer"), dict) else {}
+    embedded = sub.get("customer")
+    customer_obj: Mapping[str, Any] = embedded if isinstance(embedded, dict) else {}
     customer = _str(sub.get("customer_id")) or _str(customer_obj.get("id"))
     status = _normalized(provider_status, cancel_at_period_end)
     fact = SubscriptionFact(
@@ -315,7 +344,20 @@ def _polar_customer(event: StoredEvent, payload: Mapping[str, Any], key: str) ->
     return [LinkFact("polar", customer["id"], workspace, iso_to_us(stamp), event.seq)]
 
 
-# -- billhook operator events --------------------------------------------------------------
+# -- billhook events -------------------------------------------------------------------------
+
+
+def _reconciled(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    """A subscription as a provider's API showed it, ordered by when it was fetched."""
+    fetched_us = iso_to_us(payload["fetched_at"])
+    sub = payload["subscription"]
+    if payload["provider"] == "stripe":
+        livemode = payload.get("livemode")
+        mode = int(livemode) if isinstance(livemode, bool) else None
+        return stripe_snapshot(sub, fetched_us, RECONCILED_RANK, event, mode, key)
+    if payload["provider"] == "polar":
+        return polar_snapshot(sub, fetched_us, event, key)
+    raise DecodeError(f"unknown provider {payload['provider']!r}")
 
 
 def _override(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
@@ -355,5 +397,6 @@ _HANDLERS: Mapping[tuple[str, str], Handler] = {
     ("polar", "subscription"): _polar_subscription,
     ("polar", "customer"): _polar_customer,
     ("billhook", "override"): _override,
+    ("billhook", "reconciled"): _reconciled,
     ("billhook", "enforcement"): _enforcement,
 }
