@@ -83,6 +83,10 @@ class EntitlementApi:
         """Resolve a workspace now, or as it stood at `as_of` (a seq or an ISO time)."""
         return entitlement_at(self._store, self._log, self._settings, workspace, as_of, self._now())
 
+    def current_body(self, workspace: str) -> bytes:
+        """The rendered entitlement of `workspace` now (what GET answers)."""
+        return self._cache.get(workspace).body
+
     async def entitlements(self, request: Request) -> Response:
         self._gate.require(request)
         workspace = request.path_params["workspace_id"]

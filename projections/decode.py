@@ -40,6 +40,12 @@ STRIPE_SUBSCRIPTION_RANKS = {
     "customer.subscription.deleted": 2,
 }
 STRIPE_CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+# Every Stripe event type projections read (what a backfill asks the Events API for).
+STRIPE_PROJECTED_TYPES = (
+    *STRIPE_SUBSCRIPTION_RANKS,
+    *sorted(STRIPE_CUSTOMER_EVENTS),
+    "checkout.session.completed",
+)
 POLAR_SUBSCRIPTION_EVENTS = frozenset(
     {
         "subscription.created",

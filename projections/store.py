@@ -269,6 +269,22 @@ class ProjectionStore:
             ).fetchall()
         return [QuarantineRow(*row) for row in rows]
 
+    def customers_of(self, workspace: str) -> set[tuple[str, str]]:
+        """The (provider, customer) pairs linked to `workspace` now."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT provider, customer FROM links WHERE workspace = ? AND to_seq IS NULL"
+                " UNION SELECT provider, customer FROM subscriptions"
+                " WHERE workspace = ? AND to_seq IS NULL AND customer IS NOT NULL",
+                (workspace, workspace),
+            ).fetchall()
+        return {(row[0], row[1]) for row in rows}
+
+    def subscription(self, provider: str, id: str) -> SubscriptionFact | None:
+        """The current snapshot of one subscription."""
+        with self._reading() as conn:
+            return SqliteFacts(conn, self._settings).subscription(provider, id)
+
     def workspaces(self) -> set[str]:
         """Every workspace the projection knows of."""
         with self._reading() as conn:

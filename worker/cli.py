@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 from click._termui_impl import ProgressBar
 
+from ingest.envelope import EventRecord
 from ingest.errors import IngestError
 from ingest.log import EventLog, StoredEvent
 from ingest.settings import Settings, load_settings, resolve_config_path
@@ -22,6 +23,8 @@ from projections.facts import OVERRIDE_KINDS
 from projections.projector import catch_up
 from projections.query import entitlement_at
 from projections.store import ProjectionStore
+from worker.providers import ProviderError
+from worker.sync import NotLinked
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +40,7 @@ class BillhookGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (IngestError, ProjectionError) as e:
+        except (IngestError, ProjectionError, ProviderError, NotLinked) as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:
             message = " ".join(str(e).split())[:MAX_ERROR_CHARS]
@@ -355,3 +358,125 @@ def worker(config_path: Path | None, threads: int, log_level: str) -> None:
         )
     logs.configure(log_level)
     run_worker(settings, threads=threads)
+
+
+def _append(log: EventLog, records: list[EventRecord]) -> int:
+    """Append in batches; how many were new to the log."""
+    new = 0
+    for start in range(0, len(records), 500):
+        new += sum(not a.duplicate for a in log.append_batch(records[start : start + 500]))
+    return new
+
+
+@main.command()
+@config_option
+@click.option("--workspace", help="Reconcile this workspace.")
+@click.option("--all", "everything", is_flag=True, help="Reconcile every linked workspace.")
+@click.option("--provider", type=click.Choice(["stripe", "polar"]), help="Only this provider.")
+def reconcile(
+    config_path: Path | None, workspace: str | None, everything: bool, provider: str | None
+) -> None:
+    """Heal drift: append what the provider APIs show and the projection lacks."""
+    from worker.providers import sources
+    from worker.sync import NotLinked, drift, workspace_snapshots
+
+    if bool(workspace) == everything:
+        raise click.UsageError("give exactly one of --workspace W or --all")
+    settings = load(config_path)
+    log, store = _projection(settings)
+    providers = sources(settings)
+    checked = appended = 0
+    failures: list[str] = []
+    try:
+        targets = [workspace] if workspace else sorted(store.workspaces())
+        with click.progressbar(targets, label="reconciling", file=sys.stderr) as bar:
+            for target in bar:
+                try:
+                    snapshots = workspace_snapshots(target, store, providers, provider)
+                except NotLinked:
+                    if workspace:
+                        raise
+                    continue
+                except ProviderError as e:
+                    if workspace:
+                        raise
+                    failures.append(f"{target}: {e}")
+                    continue
+                found = drift(snapshots, store, settings, datetime.now(UTC))
+                checked += found.checked
+                appended += _append(log, found.records)
+                catch_up(log, store)
+    finally:
+        log.close()
+        store.close()
+        for source in providers.values():
+            source.close()
+    for failure in failures:
+        click.echo(f"failed: {failure}", err=True)
+    click.echo(
+        f"checked {checked} subscription(s) in {len(targets)} workspace(s);"
+        f" drift healed: {appended} billhook.reconciled event(s) appended"
+    )
+    if failures:
+        raise click.ClickException(f"{len(failures)} workspace(s) could not be reconciled")
+
+
+@main.group()
+def backfill() -> None:
+    """Append events the log lacks, from the provider APIs."""
+
+
+@backfill.command("stripe")
+@config_option
+@click.option("--since", "days", type=click.IntRange(1, 30), default=30, show_default=True,
+              help="Days back; Stripe keeps events for 30.")  # fmt: skip
+def backfill_stripe(config_path: Path | None, days: int) -> None:
+    """Page through Stripe's Events API and append the events billhook projects."""
+    from ingest.envelope import stripe_record
+    from projections.decode import STRIPE_PROJECTED_TYPES
+    from worker.providers import StripeSource
+
+    settings = load(config_path)
+    if not settings.stripe.api_key:
+        raise click.ClickException("no Stripe API key: set [stripe] api_key or STRIPE_API_KEY")
+    source = StripeSource(settings.stripe.api_key.reveal(), settings.stripe.api_base)
+    since = int(datetime.now(UTC).timestamp()) - days * 86_400
+    events = list(source.events(since, list(STRIPE_PROJECTED_TYPES)))
+    # The API lists newest first; the log reads best in the order things happened.
+    records = [stripe_record(json.dumps(event)) for event in reversed(events)]
+    log = EventLog(settings.events_path)
+    try:
+        new = _append(log, records)
+    finally:
+        log.close()
+    click.echo(f"fetched {len(records)} event(s) of the last {days} day(s); appended {new} new")
+
+
+@backfill.command("polar")
+@config_option
+def backfill_polar(config_path: Path | None) -> None:
+    """Reconcile every Polar subscription (Polar has no events API to page)."""
+    from worker.providers import PolarSource
+    from worker.sync import drift
+
+    settings = load(config_path)
+    if not settings.polar.access_token:
+        raise click.ClickException(
+            "no Polar access token: set [polar] access_token or POLAR_ACCESS_TOKEN"
+        )
+    source = PolarSource(
+        settings.polar.access_token.reveal(),
+        server=settings.polar.server,
+        server_url=settings.polar.server_url,
+    )
+    log, store = _projection(settings)
+    try:
+        snapshots = [("polar", sub) for sub in source.all_subscriptions()]
+        found = drift(snapshots, store, settings, datetime.now(UTC))
+        new = _append(log, found.records)
+        catch_up(log, store)
+    finally:
+        source.close()
+        log.close()
+        store.close()
+    click.echo(f"checked {found.checked} Polar subscription(s); appended {new} reconciled event(s)")

@@ -36,6 +36,8 @@ from projections.store import PROJECTION_VERSION, ProjectionStore
 from worker.actors import declare
 from worker.broker import RedisWaker, make_broker
 from worker.embedded import EmbeddedProjector, wait_until_projected
+from worker.providers import sources
+from worker.refresh import RefreshRoute
 
 # /readyz fails when projections trail the log head by more than this many events.
 READY_MAX_LAG = 1000
@@ -98,6 +100,18 @@ def create_app(
         on_decision=metrics.count_check,
     )
 
+    provider_sources = sources(settings)
+    refresh = RefreshRoute(
+        settings,
+        api_store,
+        provider_sources,
+        append=committer.append,
+        wait_for=wait_for,
+        answer=api.current_body,
+        now=clock,
+        head=reader_log.head_seq,
+    )
+
     def observe() -> tuple[int, int]:
         # The reader's connection: the writer's lock is held through each fsync.
         head = reader_log.head_seq()
@@ -150,7 +164,7 @@ def create_app(
         finally:
             await committer.aclose()
             background.stop()
-            for closable in closables:
+            for closable in [*closables, *provider_sources.values()]:
                 closable.close()
             if owns_log:
                 event_log.close()
@@ -158,6 +172,7 @@ def create_app(
     app = Starlette(
         routes=[
             *api.routes,
+            *refresh.routes,
             *receiver.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -1,0 +1,190 @@
+"""The provider APIs billhook reads: Stripe (the `stripe` package) and Polar (`polar-sdk`).
+
+Each source is a small port with the calls provider sync needs. Rate limits
+and transient failures are retried with bounded exponential backoff; what
+still fails raises :class:`ProviderError` with a short message that names the
+provider and the kind of failure, never a key, a token or a response body.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+import stripe
+from polar.base import PolarError, PolarNetworkError, PolarRateLimitError, PolarServerError
+from polar.v2026_04 import Polar
+
+from ingest.settings import Settings
+
+T = TypeVar("T")
+
+# Attempts for one call, and the backoff between them (doubling, capped).
+ATTEMPTS = 4
+FIRST_DELAY_S = 0.5
+MAX_DELAY_S = 8.0
+# Page size asked of both APIs (their maximum).
+PAGE_SIZE = 100
+
+
+class ProviderError(Exception):
+    """A provider API call failed for good; the message is safe to show."""
+
+
+class ApiNotConfigured(ProviderError):
+    """No API key or token is configured for the provider a call needs."""
+
+
+class SubscriptionSource(Protocol):
+    provider: str
+
+    def subscriptions(self, customer: str) -> list[dict[str, Any]]:
+        """Every subscription of `customer`, whatever its status, as plain JSON data."""
+        ...
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    provider: str,
+    transient: tuple[type[Exception], ...],
+    retry_after: Callable[[Exception], float | None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `call`, retrying transient failures; translate the final failure."""
+    delay = FIRST_DELAY_S
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except transient as e:
+            if attempt == ATTEMPTS:
+                raise ProviderError(
+                    f"{provider}: {_describe(e)} after {ATTEMPTS} attempts"
+                ) from None
+            sleep(min(retry_after(e) or delay, MAX_DELAY_S))
+            delay = min(delay * 2, MAX_DELAY_S)
+        except (stripe.StripeError, PolarError) as e:
+            raise ProviderError(f"{provider}: {_describe(e)}") from None
+    raise AssertionError("unreachable")
+
+
+def _describe(error: Exception) -> str:
+    status = getattr(error, "http_status", None) or getattr(error, "status_code", None)
+    return f"{type(error).__name__} (HTTP {status})" if status else type(error).__name__
+
+
+class StripeSource:
+    provider = "stripe"
+
+    def __init__(
+        self, api_key: str, api_base: str = "", sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        options: dict[str, Any] = {"base_addresses": {"api": api_base}} if api_base else {}
+        # stripe retries connection errors, 5xx and 409 itself; 429 is retried below.
+        self._client = stripe.StripeClient(api_key, max_network_retries=2, **options)
+        self._sleep = sleep
+
+    def _call(self, call: Callable[[], T]) -> T:
+        return with_retries(
+            call,
+            provider="stripe",
+            transient=(stripe.RateLimitError, stripe.APIConnectionError),
+            retry_after=lambda e: None,
+            sleep=self._sleep,
+        )
+
+    def subscriptions(self, customer: str) -> list[dict[str, Any]]:
+        def fetch() -> list[dict[str, Any]]:
+            params: Any = {"customer": customer, "status": "all", "limit": PAGE_SIZE}
+            page = self._client.v1.subscriptions.list(params=params)
+            return [sub.to_dict() for sub in page.auto_paging_iter()]
+
+        return self._call(fetch)
+
+    def events(self, since: int, types: list[str]) -> Iterator[dict[str, Any]]:
+        """Events created at or after `since` (Unix seconds) of `types`, newest first."""
+        params: Any = {"created": {"gte": since}, "types": types, "limit": PAGE_SIZE}
+        while True:
+            page = self._call(functools.partial(self._client.v1.events.list, params=params))
+            for event in page.data:
+                yield event.to_dict()
+            if not page.has_more or not page.data:
+                return
+            params = {**params, "starting_after": page.data[-1].id}
+
+    def close(self) -> None:
+        """Nothing to release: stripe's HTTP client is shared and closes with the process."""
+
+    def price(self, price_id: str) -> dict[str, Any] | None:
+        """The price, or None when Stripe has no such price."""
+        try:
+            return self._call(lambda: self._client.v1.prices.retrieve(price_id).to_dict())
+        except ProviderError as e:
+            if "InvalidRequestError (HTTP 404)" in str(e):
+                return None
+            raise
+
+
+class PolarSource:
+    provider = "polar"
+
+    def __init__(self, access_token: str, *, server: str, server_url: str = "",
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        environment: Any = server
+        self._client = Polar(access_token, environment=environment, base_url=server_url or None)
+        self._sleep = sleep
+
+    def _call(self, call: Callable[[], T]) -> T:
+        return with_retries(
+            call,
+            provider="polar",
+            transient=(PolarRateLimitError, PolarServerError, PolarNetworkError),
+            retry_after=lambda e: getattr(e, "retry_after", None),
+            sleep=self._sleep,
+        )
+
+    def subscriptions(self, customer: str) -> list[dict[str, Any]]:
+        return self._call(
+            lambda: [
+                dataclasses.asdict(sub)
+                for sub in self._client.subscriptions.iter_list(
+                    customer_id=customer, limit=PAGE_SIZE
+                )
+            ]
+        )
+
+    def all_subscriptions(self) -> list[dict[str, Any]]:
+        return self._call(
+            lambda: [
+                dataclasses.asdict(sub)
+                for sub in self._client.subscriptions.iter_list(limit=PAGE_SIZE)
+            ]
+        )
+
+    def product(self, product_id: str) -> dict[str, Any] | None:
+        try:
+            return self._call(lambda: dataclasses.asdict(self._client.products.get(product_id)))
+        except ProviderError as e:
+            if "ResourceNotFound" in str(e):
+                return None
+            raise
+
+    def close(self) -> None:
+        self._client.__exit__()
+
+
+def sources(settings: Settings) -> dict[str, StripeSource | PolarSource]:
+    """The provider sources the configuration has credentials for."""
+    found: dict[str, StripeSource | PolarSource] = {}
+    if settings.stripe.api_key:
+        found["stripe"] = StripeSource(settings.stripe.api_key.reveal(), settings.stripe.api_base)
+    if settings.polar.access_token:
+        found["polar"] = PolarSource(
+            settings.polar.access_token.reveal(),
+            server=settings.polar.server,
+            server_url=settings.polar.server_url,
+        )
+    return found
