@@ -58,7 +58,6 @@ class EntitlementApi:
         self._cache = EntitlementCache(store, settings, now)
         self._on_decision = on_decision
         self._features = {f for features in settings.tiers.values() for f in features}
-        self._default_tier = next(iter(settings.tiers))
 
     @property
     def routes(self) -> list[Route]:
@@ -145,11 +144,9 @@ class EntitlementApi:
                 assert seats_in_use is not None
                 if purchased is not None and seats_in_use + 1 > purchased:
                     reason = "seat_limit"
-            elif needed != self._default_tier and action not in entitlement.included:
-                tiers = list(self._settings.tiers)
-                covered = needed is not None and tiers.index(needed) <= tiers.index(
-                    entitlement.tier
-                )
+            elif needed != self._settings.default_tier and action not in entitlement.included:
+                rank = self._settings.tier_rank
+                covered = needed is not None and rank[needed] <= rank[entitlement.tier]
                 reason = (
                     "billing_attention" if covered and entitlement.paid_blocked else "tier_required"
                 )
