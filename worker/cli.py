@@ -443,7 +443,7 @@ def backfill_stripe(config_path: Path | None, days: int) -> None:
     since = int(datetime.now(UTC).timestamp()) - days * 86_400
     events = list(source.events(since, list(STRIPE_PROJECTED_TYPES)))
     # The API lists newest first; the log reads best in the order things happened.
-    records = [stripe_record(json.dumps(event)) for event in reversed(events)]
+    records = [stripe_record(json.dumps(event, default=str)) for event in reversed(events)]
     log = EventLog(settings.events_path)
     try:
         new = _append(log, records)
@@ -480,3 +480,112 @@ def backfill_polar(config_path: Path | None) -> None:
         log.close()
         store.close()
     click.echo(f"checked {found.checked} Polar subscription(s); appended {new} reconciled event(s)")
+
+
+# -- check-config and pilots classify -----------------------------------------------------
+
+# Exit status of `pilots classify` for a file it cannot use (1 means "unclassified").
+EXIT_BAD_FILE = 2
+
+
+@main.command("check-config")
+@config_option
+@click.option("--online", is_flag=True, help="Also look up every mapped price and product.")
+def check_config(config_path: Path | None, online: bool) -> None:
+    """Preflight before paid billing: one line per check, exit 1 on any ✗."""
+    from ingest.errors import ConfigError
+    from worker.preflight import Check, all_checks
+
+    path = resolve_config_path(config_path, os.environ, Path.cwd())
+    try:
+        settings = load_settings(path, os.environ)
+    except ConfigError as e:
+        click.echo(Check(False, "config", str(e)).line())
+        raise click.ClickException("the config does not load; nothing else was checked") from None
+    click.echo(Check(True, "config", f"loaded from {path or 'the built-in defaults'}").line())
+    total = failed = 0
+    for check in all_checks(settings, online=online):
+        click.echo(check.line())
+        total += 1
+        failed += not check.ok
+    if failed:
+        raise click.ClickException(f"{failed} of {total} checks failed")
+
+
+class BadPilotsFile(click.ClickException):
+    """A pilots file that cannot be used: one line naming the row and column."""
+
+    exit_code = EXIT_BAD_FILE
+
+
+@main.group()
+def pilots() -> None:
+    """Pilot workspaces: classify every one before turning on enforcement."""
+
+
+@pilots.command("classify")
+@config_option
+@click.argument(
+    "csv_file", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--actor", help="Who imports (kept in the log); needed to import.")
+@click.option("--reason", help="For rows without one [default: pilots classify FILE.csv].")
+def pilots_classify(
+    config_path: Path | None, csv_file: Path, actor: str | None, reason: str | None
+) -> None:
+    """Import the classifications in FILE.csv, or report how its workspaces stand.
+
+    Columns: workspace_id, and optionally classification (manual_pilot,
+    enterprise_contract, explicit_solo) with tier, expires_at and reason. With
+    classifications, the overrides not already in force are appended in one
+    batch. Without, each workspace's classification is printed, and the exit
+    status is 1 while any is unclassified. A file it cannot use exits with 2.
+    """
+    from worker.pilots import (
+        UNCLASSIFIED,
+        PilotsFileError,
+        import_lines,
+        import_rows,
+        parse_pilots,
+        report_lines,
+        report_rows,
+    )
+
+    settings = load(config_path)
+    now = datetime.now(UTC)
+    try:
+        parsed = parse_pilots(csv_file.read_text(encoding="utf-8-sig"), settings, now)
+    except PilotsFileError as e:
+        raise BadPilotsFile(f"{csv_file.name}: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadPilotsFile(f"{csv_file.name}: unreadable ({e.__class__.__name__})") from None
+    if parsed.classifies and (not actor or not actor.strip()):
+        raise click.UsageError("--actor is required to import a classification column")
+    if parsed.classifies:
+        # Importing writes, like `override set`: a deployment without a log gets one.
+        log = EventLog(settings.events_path)
+        store = ProjectionStore(settings.projections_path, settings)
+        try:
+            reason = reason or f"pilots classify {csv_file.name}"
+            results = import_rows(
+                log, store, parsed.rows, settings, actor=str(actor), reason=reason, now=now
+            )
+        finally:
+            log.close()
+            store.close()
+        for line in import_lines(results):
+            click.echo(line)
+        return
+    log, store = _projection(settings)
+    try:
+        reported = report_rows(store, parsed.rows, settings, now)
+    finally:
+        log.close()
+        store.close()
+    for line in report_lines(reported):
+        click.echo(line)
+    unclassified = sum(r.classification == UNCLASSIFIED for r in reported)
+    if unclassified:
+        raise click.ClickException(
+            f"{unclassified} workspace(s) unclassified: classify them before enforcement"
+        )

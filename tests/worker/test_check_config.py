@@ -1,0 +1,418 @@
+"""`billhook check-config [--online]`: the preflight before paid billing (SPEC §8).
+
+Online checks run the real `stripe` and `polar-sdk` packages against the local
+fakes, pointed at them by `[stripe] api_base` and `[polar] server_url`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ingest.settings import PriceMapping, ProductMapping
+from tests.fakes.polar_api import DEFAULT_ACCESS_TOKEN, PolarState, polar_fake, polar_product
+from tests.fakes.stripe_api import DEFAULT_API_KEY, StripeState, stripe_fake, stripe_price
+from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread
+from worker.cli import main
+from worker.preflight import (
+    polar_product_check,
+    stripe_key,
+    stripe_price_check,
+    tier_pricing,
+)
+
+LIVE_KEY = "sk_live_fake_0123456789"
+TEAM_MONTHLY = "6b0f6a34-3f2e-4a51-9c1d-1a2b3c4d5e01"
+TEAM_YEARLY = "6b0f6a34-3f2e-4a51-9c1d-1a2b3c4d5e02"
+ARCHIVED = "6b0f6a34-3f2e-4a51-9c1d-1a2b3c4d5e03"
+ONE_TIME = "6b0f6a34-3f2e-4a51-9c1d-1a2b3c4d5e04"
+# A price map that sells team monthly and yearly on Stripe.
+GOOD_PRICES = {
+    "price_team_monthly": ("team", "month"),
+    "price_team_yearly": ("team", "year"),
+}
+GOOD_PRODUCTS: dict[str, tuple[str, str | None]] = {
+    TEAM_MONTHLY: ("team", "month"),
+    TEAM_YEARLY: ("team", "year"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets in the environment would override the files these tests write."""
+    for name in list(os.environ):
+        if name.startswith(("BILLHOOK_", "STRIPE_", "POLAR_")):
+            monkeypatch.delenv(name)
+
+
+# The fakes serve the whole module (starting and stopping uvicorn costs ~0.4 s);
+# no test changes their objects, and each starts with an empty request log.
+@pytest.fixture(scope="module")
+def stripe_state() -> StripeState:
+    state = StripeState(api_keys={DEFAULT_API_KEY, LIVE_KEY})
+    state.add(
+        stripe_price(id="price_team_monthly", interval="month"),
+        stripe_price(id="price_team_yearly", interval="year", unit_amount=15000),
+        stripe_price(id="price_old", active=False),
+        stripe_price(id="price_once", interval=None),
+        stripe_price(id="price_live", livemode=True),
+    )
+    return state
+
+
+@pytest.fixture(scope="module")
+def polar_state() -> PolarState:
+    state = PolarState()
+    state.add_product(
+        polar_product(id=TEAM_MONTHLY, seat_based=True),
+        polar_product(id=TEAM_YEARLY, recurring_interval="year"),
+        polar_product(id=ARCHIVED, is_archived=True),
+        polar_product(id=ONE_TIME, recurring_interval=None),
+    )
+    return state
+
+
+@pytest.fixture(scope="module")
+def urls(stripe_state: StripeState, polar_state: PolarState) -> Iterator[tuple[str, str]]:
+    with (
+        serve_in_thread(stripe_fake(stripe_state)) as stripe_url,
+        serve_in_thread(polar_fake(polar_state)) as polar_url,
+    ):
+        yield stripe_url, polar_url
+
+
+@dataclass
+class Deployment:
+    """A config file's contents; `write` renders it as TOML."""
+
+    stripe_url: str
+    polar_url: str
+    mode: str = "test"
+    api_key: str = DEFAULT_API_KEY
+    stripe_secrets: list[str] = field(default_factory=lambda: [STRIPE_SECRET])
+    prices: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(GOOD_PRICES))
+    server: str = "sandbox"
+    polar_secrets: list[str] = field(default_factory=lambda: [POLAR_SECRET])
+    products: dict[str, tuple[str, str | None]] = field(default_factory=lambda: dict(GOOD_PRODUCTS))
+
+    def write(self, directory: Path) -> Path:
+        def mapping(tier: str, interval: str | None) -> str:
+            fields = {"tier": tier} | ({"interval": interval} if interval else {})
+            return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items()) + " }"
+
+        lines = [
+            "[billhook]",
+            f"mode = {json.dumps(self.mode)}",
+            f"data_dir = {json.dumps(str(directory / 'data'))}",
+            "[stripe]",
+            f"webhook_secrets = {json.dumps(self.stripe_secrets)}",
+            f"api_key = {json.dumps(self.api_key)}",
+            f"api_base = {json.dumps(self.stripe_url)}",
+            "[stripe.prices]",
+            *(f"{json.dumps(p)} = {mapping(*m)}" for p, m in self.prices.items()),
+            "[polar]",
+            f"webhook_secrets = {json.dumps(self.polar_secrets)}",
+            f"access_token = {json.dumps(DEFAULT_ACCESS_TOKEN)}",
+            f"server = {json.dumps(self.server)}",
+            f"server_url = {json.dumps(self.polar_url)}",
+            "[polar.products]",
+            *(f"{json.dumps(p)} = {mapping(*m)}" for p, m in self.products.items()),
+        ]
+        path = directory / "billhook.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+@pytest.fixture
+def deployment(
+    urls: tuple[str, str], stripe_state: StripeState, polar_state: PolarState
+) -> Deployment:
+    stripe_state.clear_requests()
+    polar_state.clear_requests()
+    return Deployment(*urls)
+
+
+def check(config: Path, *, online: bool = True) -> tuple[int, list[str]]:
+    args = ["check-config", "--config", str(config)] + (["--online"] if online else [])
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.output.splitlines()
+
+
+def failures(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("✗")]
+
+
+def test_a_correct_config_passes_every_check(deployment: Deployment, tmp_path: Path) -> None:
+    code, lines = check(deployment.write(tmp_path))
+
+    assert failures(lines) == []
+    assert code == 0, lines
+    assert "✓ tier team: Stripe prices for month and year" in lines
+    assert "✓ tier enterprise: not sold through Stripe or Polar; only overrides grant it" in lines
+    assert "✓ stripe price price_team_yearly: active, every year, test mode -> team" in lines
+    assert f"✓ polar product {TEAM_MONTHLY}: every month, price: seat-based -> team" in lines
+    assert f"✓ polar product {TEAM_YEARLY}: every year, price: fixed -> team" in lines
+    assert "✓ stripe api key: sk_test_… agrees with mode 'test'" in lines
+    output = "\n".join(lines)
+    for secret in (DEFAULT_API_KEY, STRIPE_SECRET, POLAR_SECRET, DEFAULT_ACCESS_TOKEN):
+        assert secret not in output
+
+
+def test_offline_checks_make_no_requests(
+    deployment: Deployment,
+    tmp_path: Path,
+    stripe_state: StripeState,
+    polar_state: PolarState,
+) -> None:
+    code, lines = check(deployment.write(tmp_path), online=False)
+    assert code == 0, lines
+    assert not any(line.startswith(("✓ stripe price", "✓ polar product")) for line in lines)
+    assert stripe_state.requests == []
+    assert polar_state.requests == []
+
+
+def _missing_year(d: Deployment) -> None:
+    del d.prices["price_team_yearly"]
+
+
+def _wrong_interval(d: Deployment) -> None:
+    d.prices["price_team_yearly"] = ("team", "month")
+
+
+def _live_price(d: Deployment) -> None:
+    d.prices["price_live"] = ("team", "month")
+
+
+def _live_key_in_test_mode(d: Deployment) -> None:
+    d.api_key = LIVE_KEY
+    d.prices["price_live"] = ("team", "month")
+
+
+def _test_key_in_live_mode(d: Deployment) -> None:
+    d.mode, d.server = "live", "production"
+
+
+def _archived_product(d: Deployment) -> None:
+    d.products[ARCHIVED] = ("team", None)
+
+
+def _polar_wrong_interval(d: Deployment) -> None:
+    d.products[TEAM_YEARLY] = ("team", "month")
+
+
+def _polar_one_time(d: Deployment) -> None:
+    d.products[ONE_TIME] = ("team", None)
+
+
+def _unknown_price(d: Deployment) -> None:
+    d.prices["price_nope"] = ("team", "month")
+
+
+def _inactive_and_one_time(d: Deployment) -> None:
+    d.prices["price_old"] = ("team", "month")
+    d.prices["price_once"] = ("team", "month")
+
+
+def _bad_webhook_secret(d: Deployment) -> None:
+    d.stripe_secrets = [STRIPE_SECRET, "not_a_whsec_0123"]
+
+
+def _polar_in_live_mode_on_sandbox(d: Deployment) -> None:
+    d.mode, d.api_key = "live", LIVE_KEY
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_missing_year, ["✗ tier team: no Stripe price for year"]),
+        (
+            _wrong_interval,
+            [
+                "✗ tier team: no Stripe price for year",
+                "✗ stripe price price_team_yearly: billed every year, mapped as month",
+            ],
+        ),
+        (
+            _live_price,
+            [
+                "✗ stripe price price_live: no such price for this API key"
+                " (other-mode prices are invisible to it)"
+            ],
+        ),
+        (
+            _live_key_in_test_mode,
+            [
+                "✗ stripe api key: a live-mode key (sk_live_…);"
+                " expected sk_test_… or rk_test_… in test mode",
+                "✗ stripe price price_live: a live-mode price, mode is 'test'",
+            ],
+        ),
+        (
+            _test_key_in_live_mode,
+            [
+                "✗ stripe api key: a test-mode key (sk_test_…);"
+                " expected sk_live_… or rk_live_… in live mode",
+                "✗ stripe price price_team_monthly: a test-mode price, mode is 'live'",
+                "✗ stripe price price_team_yearly: a test-mode price, mode is 'live'",
+            ],
+        ),
+        (_archived_product, [f"✗ polar product {ARCHIVED}: archived (price: fixed)"]),
+        (
+            _polar_wrong_interval,
+            [f"✗ polar product {TEAM_YEARLY}: billed every year, mapped as month (price: fixed)"],
+        ),
+        (_polar_one_time, [f"✗ polar product {ONE_TIME}: one-time, not recurring (price: fixed)"]),
+        (
+            _unknown_price,
+            [
+                "✗ stripe price price_nope: no such price for this API key"
+                " (other-mode prices are invisible to it)"
+            ],
+        ),
+        (
+            _inactive_and_one_time,
+            [
+                "✗ stripe price price_old: inactive",
+                "✗ stripe price price_once: one-time, not recurring",
+            ],
+        ),
+        (
+            _bad_webhook_secret,
+            ["✗ stripe webhook secrets: 2 secrets; #2 does not start with whsec_"],
+        ),
+        (
+            _polar_in_live_mode_on_sandbox,
+            ["✗ polar server: 'sandbox' with mode 'live', expected 'production'"],
+        ),
+    ],
+)
+def test_check_config_catches(
+    deployment: Deployment,
+    tmp_path: Path,
+    change: Callable[[Deployment], None],
+    expected: list[str],
+) -> None:
+    change(deployment)
+    code, lines = check(deployment.write(tmp_path))
+
+    assert code == 1
+    found = failures(lines)
+    for line in expected:
+        assert any(f.startswith(line) for f in found), (line, found)
+    assert "not_a_whsec_0123" not in "\n".join(lines)
+
+
+def test_every_failure_is_counted_in_one_error_line(deployment: Deployment, tmp_path: Path) -> None:
+    _missing_year(deployment)
+    _archived_product(deployment)
+    code, lines = check(deployment.write(tmp_path))
+    assert code == 1
+    assert len(failures(lines)) == 2
+    assert lines[-1] == f"Error: 2 of {len(lines) - 2} checks failed"
+
+
+def test_a_config_that_does_not_load_is_one_failed_check(tmp_path: Path) -> None:
+    config = tmp_path / "billhook.toml"
+    config.write_text('[stripe.prices]\nprice_x = { tier = "gold", interval = "month" }\n')
+    code, lines = check(config, online=False)
+    assert code == 1
+    assert lines == [
+        "✗ config: stripe.prices.price_x.tier: unknown tier 'gold'",
+        "Error: the config does not load; nothing else was checked",
+    ]
+
+
+def test_nothing_configured_fails(tmp_path: Path) -> None:
+    config = tmp_path / "billhook.toml"
+    config.write_text(f'[billhook]\ndata_dir = "{tmp_path}"\n')
+    code, lines = check(config, online=True)
+    assert code == 1
+    assert failures(lines) == ["✗ providers: neither Stripe nor Polar is configured"]
+
+
+def test_a_failing_provider_stops_its_lookups_and_shows_no_key(
+    deployment: Deployment, tmp_path: Path, stripe_state: StripeState
+) -> None:
+    deployment.api_key = "sk_test_not_accepted_0123"
+    code, lines = check(deployment.write(tmp_path))
+    assert code == 1
+    assert failures(lines) == [
+        "✗ stripe price price_team_monthly: lookup failed: stripe: AuthenticationError (HTTP 401)",
+        "✗ stripe prices: 1 more not looked up",
+    ]
+    assert len(stripe_state.requests_to("/v1/prices/price_team_monthly")) == 1
+    assert "not_accepted" not in "\n".join(lines)
+
+
+# -- the pure checks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "mode", "ok", "detail"),
+    [
+        ("sk_test_abc", "test", True, "sk_test_… agrees with mode 'test'"),
+        ("rk_test_abc", "test", True, "rk_test_… agrees with mode 'test'"),
+        ("rk_live_abc", "live", True, "rk_live_… agrees with mode 'live'"),
+        ("rk_live_abc", "test", False, "a live-mode key (rk_live_…)"),
+        ("pk_test_abc", "test", False, "a publishable key (pk_…)"),
+        ("whsec_abc", "live", False, "a webhook secret (whsec_…)"),
+        ("abc", "test", False, "not a Stripe secret or restricted key"),
+        ("", "test", False, "not set"),
+    ],
+)
+def test_stripe_key_kinds(key: str, mode: str, ok: bool, detail: str) -> None:
+    result = stripe_key(key, mode)
+    assert (result.ok, result.detail.startswith(detail)) == (ok, True), result.detail
+    if key:
+        assert key not in result.line()
+
+
+@pytest.mark.parametrize(
+    ("prices", "products", "ok", "detail"),
+    [
+        ({"p1": ("month",), "p2": ("year",)}, {}, True, "Stripe prices for month and year"),
+        ({"p1": ("month",)}, {"x": ("year",)}, False, "no Stripe price for year"),
+        ({}, {"x": ("month",), "y": ("year",)}, True, "Polar products for month and year"),
+        (
+            {},
+            {"x": ("month",), "y": (None,)},
+            False,
+            "no Polar product for year (sold on Polar only;"
+            " 1 product without a configured interval)",
+        ),
+        ({}, {}, True, "not sold through Stripe or Polar"),
+    ],
+)
+def test_tier_pricing(
+    prices: dict[str, tuple[str]],
+    products: dict[str, tuple[str | None]],
+    ok: bool,
+    detail: str,
+) -> None:
+    result = tier_pricing(
+        "team",
+        {pid: PriceMapping("team", i) for pid, (i,) in prices.items()},
+        {pid: ProductMapping("team", i) for pid, (i,) in products.items()},
+    )
+    assert (result.ok, result.detail.startswith(detail)) == (ok, True), result.detail
+
+
+def test_a_price_billed_every_three_months_is_not_monthly() -> None:
+    price = stripe_price(id="price_q")
+    price["recurring"]["interval_count"] = 3
+    result = stripe_price_check("price_q", PriceMapping("team", "month"), price, "test")
+    assert (result.ok, result.detail) == (False, "billed every 3 months, mapped as every month")
+
+
+def test_a_polar_product_without_active_prices_fails() -> None:
+    product = polar_product(id=TEAM_MONTHLY)
+    for price in product["prices"]:
+        price["is_archived"] = True
+    result = polar_product_check(TEAM_MONTHLY, ProductMapping("team"), product, "sandbox")
+    assert (result.ok, result.detail) == (False, "no active price (price: none)")
