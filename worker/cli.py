@@ -469,7 +469,10 @@ def backfill_polar(config_path: Path | None) -> None:
         server=settings.polar.server,
         server_url=settings.polar.server_url,
     )
-    log, store = _projection(settings)
+    # Like `backfill stripe`, a backfill may be the first thing a new deployment writes.
+    log = EventLog(settings.events_path)
+    store = ProjectionStore(settings.projections_path, settings)
+    catch_up(log, store)
     try:
         snapshots = [("polar", sub) for sub in source.all_subscriptions()]
         found = drift(snapshots, store, settings, datetime.now(UTC))

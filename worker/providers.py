@@ -26,6 +26,8 @@ T = TypeVar("T")
 ATTEMPTS = 4
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 8.0
+# Seconds one Stripe request may take (Polar's SDK defaults to 5).
+STRIPE_TIMEOUT_S = 10
 # Page size asked of both APIs (their maximum).
 PAGE_SIZE = 100
 
@@ -84,7 +86,11 @@ class StripeSource:
     ) -> None:
         options: dict[str, Any] = {"base_addresses": {"api": api_base}} if api_base else {}
         # stripe retries connection errors, 5xx and 409 itself; 429 is retried below.
-        self._client = stripe.StripeClient(api_key, max_network_retries=2, **options)
+        # Its default 80 s timeout times every retry would hold a refresh for minutes.
+        http_client = stripe.new_default_http_client(timeout=STRIPE_TIMEOUT_S)
+        self._client = stripe.StripeClient(
+            api_key, max_network_retries=2, http_client=http_client, **options
+        )
         self._sleep = sleep
 
     def _call(self, call: Callable[[], T]) -> T:

@@ -289,8 +289,18 @@ class Processes:
         threads: int = 1,
     ) -> subprocess.Popen[bytes]:
         args = ["worker", "--config", str(config), "--threads", str(threads)]
-        args += ["--log-level", "warning"]
-        return self._start(args, self.directory / f"{name}.log", env)
+        args += ["--log-level", "info"]
+        log = self.directory / f"{name}.log"
+        process = self._start(args, log, env)
+        if "BILLHOOK_CRASH_AT" not in (env or {}):
+            # A SIGTERM that lands while the worker still imports ends it with -15:
+            # wait for its signal handlers (installed before it says "started").
+            wait_until(
+                lambda: b'"outcome": "started"' in log.read_bytes() or process.poll() is not None,
+                START_TIMEOUT_S,
+                f"{name} to start",
+            )
+        return process
 
     def close(self) -> None:
         for process in self.started:
