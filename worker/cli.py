@@ -3,74 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 from click._termui_impl import ProgressBar
 
-from ingest.envelope import EventRecord
-from ingest.errors import IngestError
 from ingest.log import EventLog, StoredEvent
-from ingest.settings import Settings, load_settings, resolve_config_path
 from projections import operator
-from projections.errors import ProjectionError
 from projections.facts import OVERRIDE_KINDS
-from projections.projector import catch_up
 from projections.query import entitlement_at
-from projections.store import ProjectionStore
-from worker.providers import ProviderError
-from worker.sync import NotLinked
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# Longest message of an unexpected error we print; it must stay one short line.
-MAX_ERROR_CHARS = 200
-
-
-class BillhookGroup(click.Group):
-    """A click group that turns every failure into one line and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except (IngestError, ProjectionError, ProviderError, NotLinked) as e:
-            raise click.ClickException(str(e)) from None
-        except Exception as e:
-            message = " ".join(str(e).split())[:MAX_ERROR_CHARS]
-            raise click.ClickException(f"unexpected {e.__class__.__name__}: {message}") from None
-
-
-def config_option(command: F) -> F:
-    """`--config PATH` on every command; else $BILLHOOK_CONFIG, else ./billhook.toml."""
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Config file [default: $BILLHOOK_CONFIG, else ./billhook.toml, else built-ins].",
-    )(command)
-
-
-def load(config_path: Path | None) -> Settings:
-    path = resolve_config_path(config_path, os.environ, Path.cwd())
-    try:
-        return load_settings(path, os.environ)
-    except IngestError as e:
-        raise click.ClickException(f"invalid config: {e}") from None
-
-
-def open_existing_log(settings: Settings) -> EventLog:
-    """The event log for reading; a missing one is an error, not a new empty file."""
-    if not settings.events_path.is_file():
-        raise click.ClickException(f"no event log at {settings.events_path}")
-    return EventLog(settings.events_path)
+from worker.cli_support import (
+    BillhookGroup,
+    config_option,
+    load,
+    open_existing_log,
+    open_projection,
+)
 
 
 @click.group(cls=BillhookGroup)
@@ -177,14 +127,6 @@ def _find(log: EventLog, ref: str, provider: str | None) -> StoredEvent:
     return matches[0]
 
 
-def _projection(settings: Settings) -> tuple[EventLog, ProjectionStore]:
-    """The log and an up-to-date projection store (catching up is idempotent)."""
-    log = open_existing_log(settings)
-    store = ProjectionStore(settings.projections_path, settings)
-    catch_up(log, store)
-    return log, store
-
-
 @main.command()
 @config_option
 @click.argument("workspace")
@@ -192,7 +134,7 @@ def _projection(settings: Settings) -> tuple[EventLog, ProjectionStore]:
 def entitlements(config_path: Path | None, workspace: str, as_of: str | None) -> None:
     """Print a workspace's entitlement as JSON (the API's answer)."""
     settings = load(config_path)
-    log, store = _projection(settings)
+    log, store = open_projection(settings)
     try:
         entitlement, at = entitlement_at(store, log, settings, workspace, as_of, datetime.now(UTC))
     finally:
@@ -253,7 +195,7 @@ def override_revoke(
 ) -> None:
     """Revoke WORKSPACE's active override of KIND."""
     settings = load(config_path)
-    log, store = _projection(settings)
+    log, store = open_projection(settings)
     try:
         record = operator.override_revoke(
             store,
@@ -325,7 +267,7 @@ def quarantine() -> None:
 def quarantine_list(config_path: Path | None) -> None:
     """List quarantined events: seq, provider, event id, type, error."""
     settings = load(config_path)
-    log, store = _projection(settings)
+    log, store = open_projection(settings)
     try:
         rows = store.quarantine()
     finally:
@@ -360,235 +302,12 @@ def worker(config_path: Path | None, threads: int, log_level: str) -> None:
     run_worker(settings, threads=threads)
 
 
-def _append(log: EventLog, records: list[EventRecord]) -> int:
-    """Append in batches; how many were new to the log."""
-    new = 0
-    for start in range(0, len(records), 500):
-        new += sum(not a.duplicate for a in log.append_batch(records[start : start + 500]))
-    return new
+def _register_provider_commands() -> None:
+    # Imported here: the provider SDKs load only for the commands that use them.
+    from worker import cli_sync
+
+    for command in (cli_sync.reconcile, cli_sync.backfill, cli_sync.check_config, cli_sync.pilots):
+        main.add_command(command)
 
 
-@main.command()
-@config_option
-@click.option("--workspace", help="Reconcile this workspace.")
-@click.option("--all", "everything", is_flag=True, help="Reconcile every linked workspace.")
-@click.option("--provider", type=click.Choice(["stripe", "polar"]), help="Only this provider.")
-def reconcile(
-    config_path: Path | None, workspace: str | None, everything: bool, provider: str | None
-) -> None:
-    """Heal drift: append what the provider APIs show and the projection lacks."""
-    from worker.providers import sources
-    from worker.sync import NotLinked, drift, workspace_snapshots
-
-    if bool(workspace) == everything:
-        raise click.UsageError("give exactly one of --workspace W or --all")
-    settings = load(config_path)
-    log, store = _projection(settings)
-    providers = sources(settings)
-    checked = appended = 0
-    failures: list[str] = []
-    try:
-        targets = [workspace] if workspace else sorted(store.workspaces())
-        with click.progressbar(targets, label="reconciling", file=sys.stderr) as bar:
-            for target in bar:
-                try:
-                    snapshots = workspace_snapshots(target, store, providers, provider)
-                except NotLinked:
-                    if workspace:
-                        raise
-                    continue
-                except ProviderError as e:
-                    if workspace:
-                        raise
-                    failures.append(f"{target}: {e}")
-                    continue
-                found = drift(snapshots, store, settings, datetime.now(UTC))
-                checked += found.checked
-                appended += _append(log, found.records)
-                catch_up(log, store)
-    finally:
-        log.close()
-        store.close()
-        for source in providers.values():
-            source.close()
-    for failure in failures:
-        click.echo(f"failed: {failure}", err=True)
-    click.echo(
-        f"checked {checked} subscription(s) in {len(targets)} workspace(s);"
-        f" drift healed: {appended} billhook.reconciled event(s) appended"
-    )
-    if failures:
-        raise click.ClickException(f"{len(failures)} workspace(s) could not be reconciled")
-
-
-@main.group()
-def backfill() -> None:
-    """Append events the log lacks, from the provider APIs."""
-
-
-@backfill.command("stripe")
-@config_option
-@click.option("--since", "days", type=click.IntRange(1, 30), default=30, show_default=True,
-              help="Days back; Stripe keeps events for 30.")  # fmt: skip
-def backfill_stripe(config_path: Path | None, days: int) -> None:
-    """Page through Stripe's Events API and append the events billhook projects."""
-    from ingest.envelope import stripe_record
-    from projections.decode import STRIPE_PROJECTED_TYPES
-    from worker.providers import StripeSource
-
-    settings = load(config_path)
-    if not settings.stripe.api_key:
-        raise click.ClickException("no Stripe API key: set [stripe] api_key or STRIPE_API_KEY")
-    source = StripeSource(settings.stripe.api_key.reveal(), settings.stripe.api_base)
-    since = int(datetime.now(UTC).timestamp()) - days * 86_400
-    events = list(source.events(since, list(STRIPE_PROJECTED_TYPES)))
-    # The API lists newest first; the log reads best in the order things happened.
-    records = [stripe_record(json.dumps(event, default=str)) for event in reversed(events)]
-    log = EventLog(settings.events_path)
-    try:
-        new = _append(log, records)
-    finally:
-        log.close()
-    click.echo(f"fetched {len(records)} event(s) of the last {days} day(s); appended {new} new")
-
-
-@backfill.command("polar")
-@config_option
-def backfill_polar(config_path: Path | None) -> None:
-    """Reconcile every Polar subscription (Polar has no events API to page)."""
-    from worker.providers import PolarSource
-    from worker.sync import drift
-
-    settings = load(config_path)
-    if not settings.polar.access_token:
-        raise click.ClickException(
-            "no Polar access token: set [polar] access_token or POLAR_ACCESS_TOKEN"
-        )
-    source = PolarSource(
-        settings.polar.access_token.reveal(),
-        server=settings.polar.server,
-        server_url=settings.polar.server_url,
-    )
-    # Like `backfill stripe`, a backfill may be the first thing a new deployment writes.
-    log = EventLog(settings.events_path)
-    store = ProjectionStore(settings.projections_path, settings)
-    catch_up(log, store)
-    try:
-        snapshots = [("polar", sub) for sub in source.all_subscriptions()]
-        found = drift(snapshots, store, settings, datetime.now(UTC))
-        new = _append(log, found.records)
-        catch_up(log, store)
-    finally:
-        source.close()
-        log.close()
-        store.close()
-    click.echo(f"checked {found.checked} Polar subscription(s); appended {new} reconciled event(s)")
-
-
-# -- check-config and pilots classify -----------------------------------------------------
-
-# Exit status of `pilots classify` for a file it cannot use (1 means "unclassified").
-EXIT_BAD_FILE = 2
-
-
-@main.command("check-config")
-@config_option
-@click.option("--online", is_flag=True, help="Also look up every mapped price and product.")
-def check_config(config_path: Path | None, online: bool) -> None:
-    """Preflight before paid billing: one line per check, exit 1 on any ✗."""
-    from ingest.errors import ConfigError
-    from worker.preflight import Check, all_checks
-
-    path = resolve_config_path(config_path, os.environ, Path.cwd())
-    try:
-        settings = load_settings(path, os.environ)
-    except ConfigError as e:
-        click.echo(Check(False, "config", str(e)).line())
-        raise click.ClickException("the config does not load; nothing else was checked") from None
-    click.echo(Check(True, "config", f"loaded from {path or 'the built-in defaults'}").line())
-    total = failed = 0
-    for check in all_checks(settings, online=online):
-        click.echo(check.line())
-        total += 1
-        failed += not check.ok
-    if failed:
-        raise click.ClickException(f"{failed} of {total} checks failed")
-
-
-class BadPilotsFile(click.ClickException):
-    """A pilots file that cannot be used: one line naming the row and column."""
-
-    exit_code = EXIT_BAD_FILE
-
-
-@main.group()
-def pilots() -> None:
-    """Pilot workspaces: classify every one before turning on enforcement."""
-
-
-@pilots.command("classify")
-@config_option
-@click.argument(
-    "csv_file", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option("--actor", help="Who imports (kept in the log); needed to import.")
-@click.option("--reason", help="For rows without one [default: pilots classify FILE.csv].")
-def pilots_classify(
-    config_path: Path | None, csv_file: Path, actor: str | None, reason: str | None
-) -> None:
-    """Import the classifications in FILE.csv, or report how its workspaces stand.
-
-    Columns: workspace_id, and optionally classification (manual_pilot,
-    enterprise_contract, explicit_solo) with tier, expires_at and reason. With
-    classifications, the overrides not already in force are appended in one
-    batch. Without, each workspace's classification is printed, and the exit
-    status is 1 while any is unclassified. A file it cannot use exits with 2.
-    """
-    from worker.pilots import (
-        UNCLASSIFIED,
-        PilotsFileError,
-        import_lines,
-        import_rows,
-        parse_pilots,
-        report_lines,
-        report_rows,
-    )
-
-    settings = load(config_path)
-    now = datetime.now(UTC)
-    try:
-        parsed = parse_pilots(csv_file.read_text(encoding="utf-8-sig"), settings, now)
-    except PilotsFileError as e:
-        raise BadPilotsFile(f"{csv_file.name}: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadPilotsFile(f"{csv_file.name}: unreadable ({e.__class__.__name__})") from None
-    if parsed.classifies and (not actor or not actor.strip()):
-        raise click.UsageError("--actor is required to import a classification column")
-    if parsed.classifies:
-        # Importing writes, like `override set`: a deployment without a log gets one.
-        log = EventLog(settings.events_path)
-        store = ProjectionStore(settings.projections_path, settings)
-        try:
-            reason = reason or f"pilots classify {csv_file.name}"
-            results = import_rows(
-                log, store, parsed.rows, settings, actor=str(actor), reason=reason, now=now
-            )
-        finally:
-            log.close()
-            store.close()
-        for line in import_lines(results):
-            click.echo(line)
-        return
-    log, store = _projection(settings)
-    try:
-        reported = report_rows(store, parsed.rows, settings, now)
-    finally:
-        log.close()
-        store.close()
-    for line in report_lines(reported):
-        click.echo(line)
-    unclassified = sum(r.classification == UNCLASSIFIED for r in reported)
-    if unclassified:
-        raise click.ClickException(
-            f"{unclassified} workspace(s) unclassified: classify them before enforcement"
-        )
+_register_provider_commands()
