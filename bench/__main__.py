@@ -9,13 +9,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import ingest, reads, visibility
+from bench import ingest, reads, redis_visibility, replay, visibility
 
 # Benchmarks in the order `make bench` runs them: name -> main(argv) -> exit status.
 BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {
     "ingest": ingest.main,
     "reads": reads.main,
     "visibility": visibility.main,
+    "replay": replay.main,
+    "redis_visibility": redis_visibility.main,
 }
 
 
