@@ -29,6 +29,9 @@ logger = logging.getLogger("billhook.worker")
 
 # How often a worker catches up from the log without being told to.
 CATCH_UP_INTERVAL_S = 2.0
+# How long an idle dramatiq consumer waits for a message before polling again:
+# the wake-up latency after a quiet spell.
+WORKER_TIMEOUT_MS = 100
 
 
 def _catch_up(log: EventLog, store: ProjectionStore) -> None:
@@ -67,7 +70,13 @@ def run_worker(
     )
     rebuild_thread.start()
     _catch_up(log, store)
-    worker = dramatiq.Worker(broker, queues={PROJECTIONS_QUEUE}, worker_threads=threads)
+    # worker_timeout: how long an idle consumer blocks before it looks again (default 1 s).
+    worker = dramatiq.Worker(
+        broker,
+        queues={PROJECTIONS_QUEUE},
+        worker_threads=threads,
+        worker_timeout=WORKER_TIMEOUT_MS,
+    )
     worker.start()
     logger.info("worker", extra={"fields": {"outcome": "started", "threads": threads}})
     try:
