@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,20 @@ _SEQ_OF = "SELECT seq FROM events WHERE provider = ? AND event_id = ?"
 _SELECT = (
     "SELECT seq, provider, event_id, type, livemode, occurred_at, received_at, payload FROM events"
 )
+
+
+def _select_payloads_of(payloads_of: Mapping[str, Collection[str]]) -> tuple[str, list[object]]:
+    """A SELECT whose payload column is empty except for the given provider types."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for provider, types in sorted(payloads_of.items()):
+        marks = ", ".join("?" * len(types))
+        clauses.append(f"(provider = ? AND type IN ({marks}))")
+        params += [provider, *sorted(types)]
+    condition = " OR ".join(clauses) or "0"
+    # The condition holds only `?` placeholders; the values are bound parameters.
+    sql = f"SELECT seq, provider, event_id, type, livemode, occurred_at, received_at, CASE WHEN {condition} THEN payload ELSE '' END FROM events"  # noqa: E501, S608
+    return sql, params
 
 
 @dataclass(frozen=True)
@@ -229,8 +243,14 @@ class EventLog:
         limit: int | None = None,
         provider: str | None = None,
         type: str | None = None,
+        payloads_of: Mapping[str, Collection[str]] | None = None,
     ) -> list[StoredEvent]:
-        """Events with seq > `after`, oldest first, optionally filtered."""
+        """Events with seq > `after`, oldest first, optionally filtered.
+
+        With `payloads_of` ({provider: types}), only those events carry their
+        payload; the others come with an empty one. A projector that skips most
+        events then never reads their kilobytes.
+        """
         where = ["seq > ?"]
         params: list[object] = [after]
         if provider is not None:
@@ -239,12 +259,15 @@ class EventLog:
         if type is not None:
             where.append("type = ?")
             params.append(type)
+        select, select_params = _SELECT, list[object]()
+        if payloads_of is not None:
+            select, select_params = _select_payloads_of(payloads_of)
         # Only constant fragments are joined; every value is a bound parameter.
-        sql = _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY seq"
+        sql = select + " WHERE " + " AND ".join(where) + " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return self._rows(sql, tuple(params))
+        return self._rows(sql, (*select_params, *params))
 
     def _rows(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
         return [StoredEvent(*row) for row in self._fetch(sql, params)]

@@ -89,6 +89,14 @@ RECONCILED = "billhook.reconciled"
 RECONCILED_RANK = 1
 
 
+# {provider: event types} projections read: the payloads a projector needs from the log.
+PROJECTED_TYPES: Mapping[str, frozenset[str]] = {
+    "stripe": frozenset(STRIPE_PROJECTED_TYPES),
+    "polar": POLAR_SUBSCRIPTION_EVENTS | POLAR_CUSTOMER_EVENTS,
+    "billhook": frozenset({OVERRIDE_SET, OVERRIDE_REVOKED, ENFORCEMENT_SET, RECONCILED}),
+}
+
+
 def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
     """The facts `event` states; [] for events billhook does not project."""
     handler = _HANDLERS.get((event.provider, _family(event)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest.log import EventLog
+from projections.decode import PROJECTED_TYPES
 from projections.store import ProjectionStore
 
 # Events read and applied per transaction.
@@ -35,7 +36,7 @@ def catch_up(log: EventLog, store: ProjectionStore, *, batch_size: int = BATCH_S
     applied = skipped = quarantined = 0
     checkpoint = store.checkpoint()
     while True:
-        events = log.read(after=checkpoint, limit=batch_size)
+        events = log.read(after=checkpoint, limit=batch_size, payloads_of=PROJECTED_TYPES)
         if not events:
             return CatchUp(applied, skipped, quarantined, checkpoint)
         result = store.apply(events)

@@ -21,6 +21,7 @@ from ingest.log import EventLog, StoredEvent
 from ingest.settings import Settings
 from projections import codec
 from projections.applier import apply_event
+from projections.decode import PROJECTED_TYPES
 from projections.errors import StoreUnavailable
 from projections.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
 from projections.resolver import WorkspaceFacts
@@ -235,7 +236,7 @@ def rebuild(
         conn.execute("BEGIN")
         last = events = 0
         while True:
-            batch = log.read(after=last, limit=READ_BATCH)
+            batch = log.read(after=last, limit=READ_BATCH, payloads_of=PROJECTED_TYPES)
             if not batch:
                 break
             for event in batch:

@@ -142,3 +142,20 @@ def test_a_corrupt_file_is_unavailable(tmp_path: Path) -> None:
     path.write_bytes(b"this is not an sqlite database" * 100)
     with pytest.raises(LogUnavailable):
         EventLog(path)
+
+
+def test_read_can_leave_out_payloads_nobody_needs(log: EventLog) -> None:
+    log.append_batch(
+        [
+            _record("evt_1", payload='{"a": 1}'),
+            EventRecord("stripe", "evt_2", "invoice.paid", 0, None, '{"b": 2}'),
+            _record("msg_1", "polar", payload='{"c": 3}'),
+        ]
+    )
+    rows = log.read(payloads_of={"stripe": {"customer.updated"}})
+    assert [(e.event_id, e.payload) for e in rows] == [
+        ("evt_1", '{"a": 1}'),
+        ("evt_2", ""),
+        ("msg_1", ""),
+    ]
+    assert [e.type for e in rows] == ["customer.updated", "invoice.paid", "customer.updated"]

@@ -87,3 +87,17 @@ def test_re_running_a_batch_is_a_no_op(feed: Feed) -> None:
     again = feed.store.apply(feed.log.read())
     assert (again.applied, again.skipped, again.quarantined) == (0, 0, 0)
     assert _digest(feed.store) == before
+
+
+def test_projected_types_are_exactly_the_understood_ones() -> None:
+    """The projector reads payloads only of PROJECTED_TYPES: they must be what decode knows."""
+    from ingest.log import StoredEvent
+    from projections.decode import PROJECTED_TYPES, understands
+
+    for provider, types in PROJECTED_TYPES.items():
+        for event_type in types:
+            assert understands(StoredEvent(1, provider, "e", event_type, None, None, "", "{}"))
+    samples = ["invoice.paid", "charge.succeeded", "order.created", "benefit.created", "x"]
+    for provider in ("stripe", "polar", "billhook"):
+        for event_type in samples:
+            assert not understands(StoredEvent(1, provider, "e", event_type, None, None, "", "{}"))
