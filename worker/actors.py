@@ -7,20 +7,30 @@ work it does is idempotent (dramatiq's best practice; SPEC §7).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from ingest.log import EventLog
+from ingest.settings import Settings
 from projections.projector import catch_up
 from projections.store import ProjectionStore
 from worker.broker import PENDING_KEY
 from worker.faults import crash_point
+from worker.providers import ApiNotConfigured, ProviderError, SubscriptionSource
+from worker.sync import NotLinked, drift, workspace_snapshots
 
 # The queue the projection wake-ups go to.
 PROJECTIONS_QUEUE = "billhook-projections"
+# The queue of refresh requests (provider API calls: kept apart from projecting).
+REFRESH_QUEUE = "billhook-refresh"
+# How long a refresh's outcome waits in Redis for the web process to take it.
+RESULT_TTL_S = 120
 
 
 @dataclass(frozen=True)
@@ -44,16 +54,34 @@ class RetryPolicy:
 PROJECTIONS_RETRY = RetryPolicy(max_retries=5, min_backoff_ms=200, max_backoff_ms=5_000)
 
 
+# A refresh failing on storage is retried; provider errors are answered, not retried
+# here (the provider calls already retry with backoff).
+REFRESH_RETRY = RetryPolicy(max_retries=3, min_backoff_ms=500, max_backoff_ms=5_000)
+
+
+def refresh_result_key(request_id: str) -> str:
+    """The Redis list a refresh's outcome is pushed to."""
+    return f"billhook:refresh:{request_id}"
+
+
 @dataclass
 class Runtime:
     """What actors work on; set only in worker processes (None in the web process)."""
 
     log: EventLog
     store: ProjectionStore
+    settings: Settings
+    sources: Mapping[str, SubscriptionSource]
 
 
-def declare(broker: RedisBroker, runtime: Runtime | None) -> dramatiq.Actor[[], None]:
-    """Declare the projection actor on `broker` and return it (to send or to run)."""
+@dataclass(frozen=True)
+class Actors:
+    project: dramatiq.Actor[[], None]
+    refresh: dramatiq.Actor[[str, str], None]
+
+
+def declare(broker: RedisBroker, runtime: Runtime | None) -> Actors:
+    """Declare billhook's actors on `broker` and return them (to send or to run)."""
 
     def project_projections() -> None:
         if runtime is None:
@@ -64,11 +92,43 @@ def declare(broker: RedisBroker, runtime: Runtime | None) -> dramatiq.Actor[[], 
         catch_up(runtime.log, runtime.store)
         crash_point("before_ack")
 
-    decorate = dramatiq.actor(
+    def refresh_workspace(workspace: str, request_id: str) -> None:
+        if runtime is None:
+            raise RuntimeError("refresh_workspace runs in `billhook worker` only")
+        outcome = refresh_outcome(runtime, workspace)
+        key = refresh_result_key(request_id)
+        broker.client.rpush(key, json.dumps(outcome))
+        broker.client.expire(key, RESULT_TTL_S)
+
+    project: dramatiq.Actor[[], None] = dramatiq.actor(
         broker=broker,
         actor_name="project_projections",
         queue_name=PROJECTIONS_QUEUE,
         **PROJECTIONS_RETRY.options(),
-    )
-    actor: dramatiq.Actor[[], None] = decorate(project_projections)
-    return actor
+    )(project_projections)
+    refresh: dramatiq.Actor[[str, str], None] = dramatiq.actor(
+        broker=broker,
+        actor_name="refresh_workspace",
+        queue_name=REFRESH_QUEUE,
+        **REFRESH_RETRY.options(),
+    )(refresh_workspace)
+    return Actors(project=project, refresh=refresh)
+
+
+def refresh_outcome(runtime: Runtime, workspace: str) -> dict[str, Any]:
+    """Reconcile `workspace` and say how it went, as the web process will answer it.
+
+    Storage errors raise (and the actor is retried); everything else is an outcome.
+    """
+    try:
+        snapshots = workspace_snapshots(workspace, runtime.store, runtime.sources)
+    except NotLinked as e:
+        return {"status": "not_linked", "detail": str(e)}
+    except ApiNotConfigured as e:
+        return {"status": "provider_not_configured", "detail": str(e)}
+    except ProviderError as e:
+        return {"status": "provider_error", "detail": str(e)}
+    found = drift(snapshots, runtime.store, runtime.settings, datetime.now(UTC))
+    appended = runtime.log.append_batch(found.records) if found.records else []
+    catch_up(runtime.log, runtime.store)
+    return {"status": "ok", "seq": max((a.seq for a in appended), default=0)}

@@ -20,9 +20,10 @@ from ingest.settings import Settings
 from projections.errors import StoreUnavailable
 from projections.projector import catch_up
 from projections.store import ProjectionStore
-from worker.actors import PROJECTIONS_QUEUE, Runtime, declare
+from worker.actors import PROJECTIONS_QUEUE, REFRESH_QUEUE, Runtime, declare
 from worker.broker import make_broker
 from worker.faults import crash_point
+from worker.providers import sources
 from worker.replay import rebuild_if_outdated
 
 logger = logging.getLogger("billhook.worker")
@@ -59,7 +60,8 @@ def run_worker(
     store = ProjectionStore(
         settings.projections_path, settings, before_commit=lambda: crash_point("before_commit")
     )
-    declare(broker, Runtime(log=log, store=store))
+    providers = sources(settings)
+    declare(broker, Runtime(log=log, store=store, settings=settings, sources=providers))
     stopping = threading.Event()
     (install_signals or _install_signals)(stopping.set)
     rebuild_thread = threading.Thread(
@@ -73,7 +75,7 @@ def run_worker(
     # worker_timeout: how long an idle consumer blocks before it looks again (default 1 s).
     worker = dramatiq.Worker(
         broker,
-        queues={PROJECTIONS_QUEUE},
+        queues={PROJECTIONS_QUEUE, REFRESH_QUEUE},
         worker_threads=threads,
         worker_timeout=WORKER_TIMEOUT_MS,
     )
@@ -85,6 +87,8 @@ def run_worker(
     finally:
         worker.stop()
         broker.close()
+        for source in providers.values():
+            source.close()
         store.close()
         log.close()
         logger.info("worker", extra={"fields": {"outcome": "stopped"}})

@@ -37,7 +37,7 @@ from worker.actors import declare
 from worker.broker import RedisWaker, make_broker
 from worker.embedded import EmbeddedProjector, wait_until_projected
 from worker.providers import sources
-from worker.refresh import RefreshRoute
+from worker.refresh import RefreshRoute, RemoteRefresh
 
 # /readyz fails when projections trail the log head by more than this many events.
 READY_MAX_LAG = 1000
@@ -73,13 +73,16 @@ def create_app(
     committer = GroupCommitter(event_log)
     closables: list[EventLog | ProjectionStore] = [reader_log, api_store]
     broker_ping: Callable[[], object] | None = None
+    # With Redis, refreshes run as actors in workers; without, here.
+    remote: RemoteRefresh | None = None
     background: EmbeddedProjector | RedisWaker
     if settings.redis_url:
         # Workers project; this process only says "there is new log".
         broker = make_broker(settings.redis_url.reveal())
-        actor = declare(broker, runtime=None)
-        background = RedisWaker(broker.client, actor.send, on_sent=metrics.wakeups.inc)
+        actors = declare(broker, runtime=None)
+        background = RedisWaker(broker.client, actors.project.send, on_sent=metrics.wakeups.inc)
         broker_ping = broker.client.ping
+        remote = RemoteRefresh(send=actors.refresh.send, client=broker.client)
     else:
         projector_log = EventLog(log_path)
         projector_store = ProjectionStore(settings.projections_path, settings)
@@ -110,6 +113,7 @@ def create_app(
         answer=api.current_body,
         now=clock,
         head=reader_log.head_seq,
+        remote=remote,
     )
 
     def observe() -> tuple[int, int]:
