@@ -51,9 +51,10 @@ class Receiver:
 
     @property
     def routes(self) -> list[Route]:
+        """Routes relative to `/webhooks` (the app mounts them there)."""
         return [
-            Route("/webhooks/stripe", self.stripe, methods=["POST"]),
-            Route("/webhooks/polar", self.polar, methods=["POST"]),
+            Route("/stripe", self.stripe, methods=["POST"]),
+            Route("/polar", self.polar, methods=["POST"]),
         ]
 
     async def stripe(self, request: Request) -> Response:

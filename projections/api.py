@@ -61,19 +61,20 @@ class EntitlementApi:
 
     @property
     def routes(self) -> list[Route]:
-        # The hot routes first: Starlette tries routes in order.
+        """Routes relative to `/v1` (the app mounts them there), the hot ones first:
+        Starlette tries routes in order."""
         return [
-            Route("/v1/workspaces/{workspace_id}/check", self.check, methods=["POST"]),
-            Route("/v1/workspaces/{workspace_id}/entitlements", self.entitlements, methods=["GET"]),
-            Route("/v1/workspaces/{workspace_id}/history", self.history, methods=["GET"]),
-            Route("/v1/admin/overrides", self.set_override, methods=["POST"]),
+            Route("/workspaces/{workspace_id}/check", self.check, methods=["POST"]),
+            Route("/workspaces/{workspace_id}/entitlements", self.entitlements, methods=["GET"]),
+            Route("/workspaces/{workspace_id}/history", self.history, methods=["GET"]),
+            Route("/admin/overrides", self.set_override, methods=["POST"]),
             Route(
-                "/v1/admin/overrides/{workspace_id}/{kind}",
+                "/admin/overrides/{workspace_id}/{kind}",
                 self.revoke_override,
                 methods=["DELETE"],
             ),
-            Route("/v1/admin/enforcement", self.set_enforcement, methods=["PUT"]),
-            Route("/v1/admin/quarantine", self.quarantine, methods=["GET"]),
+            Route("/admin/enforcement", self.set_enforcement, methods=["PUT"]),
+            Route("/admin/quarantine", self.quarantine, methods=["GET"]),
         ]
 
     # -- reads --------------------------------------------------------------------------

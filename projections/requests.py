@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from ingest.body import read_limited
@@ -26,8 +26,8 @@ async def json_object(request: Request) -> Mapping[str, Any]:
     except PayloadTooLarge as e:
         raise ApiError(413, "payload_too_large", str(e)) from None
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise invalid("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise invalid("the body must be a JSON object")

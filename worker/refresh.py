@@ -91,7 +91,8 @@ class RefreshRoute:
 
     @property
     def routes(self) -> list[Route]:
-        return [Route("/v1/workspaces/{workspace_id}/refresh", self.refresh, methods=["POST"])]
+        """Relative to `/v1`, like the entitlement API's."""
+        return [Route("/workspaces/{workspace_id}/refresh", self.refresh, methods=["POST"])]
 
     def _drift(self, workspace: str) -> Drift:
         snapshots = workspace_snapshots(workspace, self._store, self._sources)

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ingest.committer import GroupCommitter
 from ingest.errors import LogUnavailable
@@ -174,10 +174,10 @@ def create_app(
                 event_log.close()
 
     app = Starlette(
+        # Two mounts: a request is matched against one prefix, then a handful of routes.
         routes=[
-            *api.routes,
-            *refresh.routes,
-            *receiver.routes,
+            Mount("/webhooks", routes=receiver.routes),
+            Mount("/v1", routes=[*api.routes, *refresh.routes]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),

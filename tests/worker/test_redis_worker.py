@@ -131,7 +131,7 @@ def _send_wakeups(redis_url: str, count: int) -> None:
     """Send wake-ups the way the receiver does: what a redelivered message looks like."""
     broker = make_broker(redis_url)
     try:
-        actor = declare(broker, runtime=None)
+        actor = declare(broker, runtime=None).project
         for _ in range(count):
             actor.send()
     finally:
