@@ -25,6 +25,8 @@ from ingest.errors import LogUnavailable
 SCHEMA_VERSION = 1
 # How long a writer waits for another writer's lock before answering 503.
 DEFAULT_BUSY_TIMEOUT_S = 5.0
+# How often the background checkpointer copies the WAL into the database.
+CHECKPOINT_INTERVAL_S = 0.5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -133,6 +135,25 @@ class EventLog:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+    def defer_checkpoints(self) -> None:
+        """Stop this connection's commits from checkpointing the WAL themselves.
+
+        SQLite checkpoints inside the COMMIT that crosses `wal_autocheckpoint`:
+        copying the WAL into the database and fsyncing it there holds that
+        commit's deliveries for tens of milliseconds. A :class:`Checkpointer`
+        on another connection does it instead.
+        """
+        with self._lock:
+            self.conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database, without blocking writers."""
+        with self._lock:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as e:
+                raise LogUnavailable(str(e)) from e
 
     def append_batch(self, records: Sequence[EventRecord]) -> list[Appended]:
         """Append `records` in one transaction and return where each one sits.
@@ -281,3 +302,26 @@ class EventLog:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.Error as e:
                 raise LogUnavailable(str(e)) from e
+
+
+class Checkpointer:
+    """Checkpoints the log's WAL from a thread of its own, every `interval_s`."""
+
+    def __init__(self, log: EventLog, *, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        self._log = log
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="billhook-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            # A failed checkpoint is retried next tick; the WAL only grows meanwhile.
+            with contextlib.suppress(LogUnavailable):
+                self._log.checkpoint()

@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from ingest.committer import GroupCommitter
 from ingest.errors import LogUnavailable
 from ingest.http import exception_handlers
-from ingest.log import EventLog
+from ingest.log import Checkpointer, EventLog
 from ingest.metrics import Metrics
 from ingest.receiver import Receiver
 from ingest.settings import Settings
@@ -68,10 +68,14 @@ def create_app(
     event_log = log if log is not None else EventLog(settings.events_path)
     log_path: Path = event_log.path
     reader_log = EventLog(log_path)
+    # Commits never checkpoint the WAL themselves; a thread with its own connection does.
+    event_log.defer_checkpoints()
+    checkpointer_log = EventLog(log_path)
+    checkpointer = Checkpointer(checkpointer_log)
     api_store = ProjectionStore(settings.projections_path, settings)
     metrics = Metrics()
     committer = GroupCommitter(event_log)
-    closables: list[EventLog | ProjectionStore] = [reader_log, api_store]
+    closables: list[EventLog | ProjectionStore] = [reader_log, checkpointer_log, api_store]
     broker_ping: Callable[[], object] | None = None
     # With Redis, refreshes run as actors in workers; without, here.
     remote: RemoteRefresh | None = None
@@ -163,10 +167,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         background.start()
+        checkpointer.start()
         try:
             yield
         finally:
             await committer.aclose()
+            checkpointer.stop()
             background.stop()
             for closable in [*closables, *provider_sources.values()]:
                 closable.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -159,3 +160,27 @@ def test_read_can_leave_out_payloads_nobody_needs(log: EventLog) -> None:
         ("msg_1", ""),
     ]
     assert [e.type for e in rows] == ["customer.updated", "invoice.paid", "customer.updated"]
+
+
+def test_the_checkpointer_copies_the_wal_so_commits_need_not(tmp_path: Path) -> None:
+    from ingest.log import Checkpointer
+
+    path = tmp_path / "events.db"
+    writer = EventLog(path)
+    writer.defer_checkpoints()
+    assert writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    big = '{"pad": "' + "x" * 3000 + '"}'
+    for n in range(3):
+        writer.append_batch([_record(f"evt_{n}_{i}", payload=big) for i in range(500)])
+    # 1,500 events of 3 KB: far past the 1,000 pages at which a commit would checkpoint.
+    assert path.stat().st_size < 1_000_000
+    checkpointer = Checkpointer(EventLog(path), interval_s=0.01)
+    checkpointer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < 4_000_000:
+            assert time.monotonic() < deadline, "the checkpointer did not copy the WAL"
+            time.sleep(0.01)
+    finally:
+        checkpointer.stop()
+        writer.close()
