@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from dramatiq.errors import DramatiqError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -125,7 +126,7 @@ class RefreshRoute:
         assert self._remote is not None
         try:
             outcome = await asyncio.to_thread(self._remote, workspace)
-        except redis.RedisError:
+        except (redis.RedisError, DramatiqError):
             raise ApiError(
                 503, "refresh_unavailable", "the broker cannot be reached; retry"
             ) from None
