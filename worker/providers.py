@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import stripe
 from polar.base import PolarError, PolarNetworkError, PolarRateLimitError, PolarServerError
 from polar.v2026_04 import Polar
+from polar.v2026_04.errors import ResourceNotFound
 
 from ingest.settings import Settings
 
@@ -126,12 +127,16 @@ class StripeSource:
 
     def price(self, price_id: str) -> dict[str, Any] | None:
         """The price, or None when Stripe has no such price."""
-        try:
-            return self._call(lambda: self._client.v1.prices.retrieve(price_id).to_dict())
-        except ProviderError as e:
-            if "InvalidRequestError (HTTP 404)" in str(e):
-                return None
-            raise
+
+        def fetch() -> dict[str, Any] | None:
+            try:
+                return self._client.v1.prices.retrieve(price_id).to_dict()
+            except stripe.InvalidRequestError as e:
+                if e.http_status == 404:
+                    return None
+                raise
+
+        return self._call(fetch)
 
 
 class PolarSource:
@@ -171,12 +176,15 @@ class PolarSource:
         )
 
     def product(self, product_id: str) -> dict[str, Any] | None:
-        try:
-            return self._call(lambda: dataclasses.asdict(self._client.products.get(product_id)))
-        except ProviderError as e:
-            if "ResourceNotFound" in str(e):
+        """The product, or None when Polar has no such product."""
+
+        def fetch() -> dict[str, Any] | None:
+            try:
+                return dataclasses.asdict(self._client.products.get(product_id))
+            except ResourceNotFound:
                 return None
-            raise
+
+        return self._call(fetch)
 
     def close(self) -> None:
         self._client.__exit__()
