@@ -30,19 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.deliveries import Pool, write_pool
-from bench.report import code_version, filesystem_of, machine, now_utc, write_section
+from bench.report import code_version, filesystem_of, finish, machine, now_utc
 from bench.tools import (
     HOST,
     REPO,
     BenchError,
     CpuUse,
-    cpu_use,
     ensure_cores,
     ensure_wrk,
     free_port,
-    run_wrk,
-    sample_cpu,
+    run_wrk_against,
     serve,
+    wrk_figures,
 )
 
 SCRIPT = Path(__file__).resolve().parent / "replay.lua"
@@ -95,19 +94,13 @@ class Load:
     @classmethod
     def from_wrk(cls, raw: Mapping[str, Any], cpu: CpuUse) -> Load:
         """Read the JSON line bench/replay.lua's `done()` prints, with the server's CPU use."""
-        socket_errors = sum(raw[f"errors_{kind}"] for kind in ("connect", "read", "write"))
         return cls(
-            duration_s=raw["duration_us"] / 1e6,
-            responses=raw["requests"],
+            **wrk_figures(raw),
             non_2xx=raw["non_2xx"],
-            socket_errors=socket_errors + raw["errors_timeout"],
             accepted=raw["accepted"],
             duplicate=raw["duplicate"],
             sent=raw["sent"],
             pool=raw["pool"],
-            p50_ms=raw["latency_p50_us"] / 1000,
-            p99_ms=raw["latency_p99_us"] / 1000,
-            max_ms=raw["latency_max_us"] / 1000,
             cpu=cpu,
         )
 
@@ -266,20 +259,14 @@ def measure(
     duration_s: int,
 ) -> Load:
     """One wrk run of `pool` against `server`, listening on `port`."""
-    before = sample_cpu(server.pid)
-    raw = run_wrk(
+    raw, cpu = run_wrk_against(
         wrk,
+        server,
         url=f"http://{HOST}:{port}",
         script=SCRIPT,
         script_args=[str(pool), WEBHOOK_PATH],
         duration_s=duration_s,
         connections=options.connections,
-    )
-    cpu = cpu_use(
-        before,
-        sample_cpu(server.pid),
-        active_s=raw["duration_us"] / 1e6,
-        loadgen_run_s=raw["run_cpu_s"],
     )
     return Load.from_wrk(raw, cpu)
 
@@ -585,10 +572,10 @@ def main(argv: Sequence[str]) -> int:
         return 1
     problems = [p for r in rounds for p in round_problems(r, options.connections)]
     summary = summarize(rounds)
-    print("\n".join(summary_lines(summary, options)))
-    for problem in problems:
-        print(f"  problem: {problem}")
-    if options.write_docs:
-        write_section("ingest", document(summary, rounds, options, problems))
-        print(f"  wrote the ingest section of {Path('docs') / 'performance.md'}")
-    return 1 if problems else 0
+    return finish(
+        "ingest",
+        summary_lines(summary, options),
+        problems,
+        options.write_docs,
+        lambda: document(summary, rounds, options, problems),
+    )

@@ -8,11 +8,9 @@
 -- one of them at random. response() counts the answers; done() prints one
 -- JSON line for the harness.
 
-local threads = {}
-
-function setup(thread)
-   table.insert(threads, thread)
-end
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "wrk_common.lua")
+local total = common.total
+setup = common.setup
 
 function init(args)
    local file, mode, token = args[1], args[2], args[3]
@@ -60,43 +58,12 @@ function response(status, headers, body)
    end
 end
 
-local function latest(name)
-   local value = 0
-   for _, thread in ipairs(threads) do
-      value = math.max(value, thread:get(name))
-   end
-   return value
-end
-
-local function total(name)
-   local sum = 0
-   for _, thread in ipairs(threads) do
-      sum = sum + thread:get(name)
-   end
-   return sum
-end
-
 function done(summary, latency, requests)
-   local errors = summary.errors
-   local fields = {
-      string.format('"duration_us": %d', summary.duration),
-      string.format('"requests": %d', summary.requests),
-      string.format('"bytes": %d', summary.bytes),
-      string.format('"errors_connect": %d', errors.connect),
-      string.format('"errors_read": %d', errors.read),
-      string.format('"errors_write": %d', errors.write),
-      string.format('"errors_status": %d', errors.status),
-      string.format('"errors_timeout": %d', errors.timeout),
-      string.format('"latency_p50_us": %d', latency:percentile(50)),
-      string.format('"latency_p99_us": %d', latency:percentile(99)),
-      string.format('"latency_max_us": %d', latency.max),
-      string.format('"pool": %d', total("pool_size")),
-      string.format('"run_cpu_s": %.3f', os.clock() - latest("loaded_cpu_s")),
+   common.report(summary, latency, {
       string.format('"ok": %d', total("ok")),
       string.format('"non_200": %d', total("non_200")),
       string.format('"as_of": %d', total("as_of")),
       string.format('"allow": %d', total("allow")),
       string.format('"would_deny": %d', total("would_deny")),
-   }
-   io.write("BENCH_RESULT {" .. table.concat(fields, ", ") .. "}\n")
+   })
 end

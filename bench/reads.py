@@ -47,7 +47,7 @@ from bench.entitlements import (
     wait_projected,
 )
 from bench.ingest import noise_pair, server_stack
-from bench.report import code_version, filesystem_of, machine, now_utc, write_section
+from bench.report import code_version, filesystem_of, finish, machine, now_utc
 from bench.subscriptions import (
     DEFAULT_TIER,
     SubscriptionState,
@@ -57,13 +57,12 @@ from bench.subscriptions import (
 from bench.tools import (
     BenchError,
     CpuUse,
-    cpu_use,
     ensure_cores,
     ensure_wrk,
     free_port,
-    run_wrk,
-    sample_cpu,
+    run_wrk_against,
     serve,
+    wrk_figures,
 )
 
 SCRIPT = Path(__file__).resolve().parent / "reads.lua"
@@ -125,19 +124,13 @@ class Run:
 
     @classmethod
     def from_wrk(cls, raw: Mapping[str, Any], cpu: CpuUse) -> Run:
-        socket_errors = sum(raw[f"errors_{kind}"] for kind in ("connect", "read", "write"))
         return cls(
-            duration_s=raw["duration_us"] / 1e6,
-            responses=raw["requests"],
+            **wrk_figures(raw),
             ok=raw["ok"],
             non_200=raw["non_200"],
-            socket_errors=socket_errors + raw["errors_timeout"],
             as_of=raw["as_of"],
             allow=raw["allow"],
             would_deny=raw["would_deny"],
-            p50_ms=raw["latency_p50_us"] / 1000,
-            p99_ms=raw["latency_p99_us"] / 1000,
-            max_ms=raw["latency_max_us"] / 1000,
             cpu=cpu,
         )
 
@@ -298,20 +291,14 @@ def measure(
 ) -> Run:
     """One wrk run of `kind` against `server`, listening on `port`."""
     mode = "check" if kind == "check" else "entitlements"
-    before = sample_cpu(server.pid)
-    raw = run_wrk(
+    raw, cpu = run_wrk_against(
         wrk,
+        server,
         url=base_url(port),
         script=SCRIPT,
         script_args=[str(ids), mode, token],
         duration_s=duration_s,
         connections=options.connections,
-    )
-    cpu = cpu_use(
-        before,
-        sample_cpu(server.pid),
-        active_s=raw["duration_us"] / 1e6,
-        loadgen_run_s=raw["run_cpu_s"],
     )
     return Run.from_wrk(raw, cpu)
 
@@ -625,10 +612,10 @@ def main(argv: Sequence[str]) -> int:
         return 1
     problems = problems_of(fed, rounds)
     summary = summarize(rounds)
-    print("\n".join(summary_lines(summary, fed, options)))
-    for problem in problems:
-        print(f"  problem: {problem}")
-    if options.write_docs:
-        write_section("reads", document(summary, fed, rounds, options, problems))
-        print(f"  wrote the reads section of {Path('docs') / 'performance.md'}")
-    return 1 if problems else 0
+    return finish(
+        "reads",
+        summary_lines(summary, fed, options),
+        problems,
+        options.write_docs,
+        lambda: document(summary, fed, rounds, options, problems),
+    )

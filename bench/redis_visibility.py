@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -51,13 +50,12 @@ from bench.entitlements import (
     scratch_dir,
 )
 from bench.ingest import server_stack
-from bench.report import code_version, filesystem_of, machine, now_utc, write_section
+from bench.report import code_version, filesystem_of, finish, machine, now_utc
 from bench.tools import (
     HOST,
     LOADGEN_CORE,
     REPO,
     SERVER_CORE,
-    STOP_TIMEOUT_S,
     BenchError,
     CpuSample,
     ensure_cores,
@@ -65,6 +63,7 @@ from bench.tools import (
     pinned,
     sample_cpu,
     serve,
+    stop,
 )
 
 TARGET_P99_MS = 250.0
@@ -122,29 +121,16 @@ class Measured:
 def parse_options(argv: Sequence[str]) -> Options:
     """Options from the command line (`python -m bench redis_visibility --help`)."""
     parser = argparse.ArgumentParser(prog="python -m bench redis_visibility", description=__doc__)
-    parser.add_argument("--rate", type=int_between(1, 10_000), default=500, metavar="EVENTS_S")
-    parser.add_argument("--duration", type=int_between(1, 600), default=20, metavar="SECONDS")
-    parser.add_argument("--workspaces", type=int_between(1, 100_000), default=1000, metavar="N")
-    parser.add_argument("--connections", type=int_between(1, 1024), default=64, metavar="N")
-    parser.add_argument("--poll-interval", type=float, default=2.0, metavar="MS")
+    visibility.add_load_options(parser)
     parser.add_argument("--redis-url", default=None, help=f"default: {DEFAULT_REDIS_URL}")
     parser.add_argument("--worker-core", type=int, choices=(SERVER_CORE, LOADGEN_CORE), default=0)
     parser.add_argument("--worker-threads", type=int_between(1, 64), default=1)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(list(argv))
-    if not 0 < args.poll_interval <= 100:
-        parser.error("--poll-interval must be in (0, 100] ms")
+    base = visibility.load_options(parser, args)
     url = args.redis_url or os.environ.get("BILLHOOK_TEST_REDIS_URL") or DEFAULT_REDIS_URL
     if _db_of(url) == 0:
         parser.error(f"{url}: the benchmark flushes its Redis db, so it must not be db 0")
-    base = visibility.Options(
-        args.rate,
-        args.duration,
-        args.workspaces,
-        args.connections,
-        args.poll_interval,
-        not args.no_docs,
-    )
     return Options(base, url, args.worker_core, args.worker_threads)
 
 
@@ -168,17 +154,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it lingers."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def own_redis(work: Path) -> Iterator[str]:
     """A throwaway redis-server on a free loopback port (no persistence); its URL."""
@@ -199,7 +174,7 @@ def own_redis(work: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield url
     finally:
-        _stop(process)
+        stop(process)
 
 
 @contextmanager
@@ -249,7 +224,7 @@ def worker(config: Path, core: int, threads: int, log: Path) -> Iterator[subproc
             raise BenchError(f"billhook worker exited with status {process.returncode} at start")
         yield process
     finally:
-        _stop(process)
+        stop(process)
 
 
 def wakeups_sent(url: str) -> float:
@@ -443,10 +418,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"bench redis_visibility: {e}", file=sys.stderr)
         return 1
     problems = visibility.problems_of(measured.result, options.base)
-    print("\n".join(summary_lines(measured, options)))
-    for problem in problems:
-        print(f"  problem: {problem}")
-    if options.base.write_docs:
-        write_section("redis_visibility", document(measured, options, problems))
-        print(f"  wrote the redis_visibility section of {Path('docs') / 'performance.md'}")
-    return 1 if problems else 0
+    return finish(
+        "redis_visibility",
+        summary_lines(measured, options),
+        problems,
+        options.base.write_docs,
+        lambda: document(measured, options, problems),
+    )

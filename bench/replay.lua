@@ -7,11 +7,9 @@
 -- makes the pool larger than a round can send, and checks that it did).
 -- response() sorts the answers; done() prints one JSON line for the harness.
 
-local threads = {}
-
-function setup(thread)
-   table.insert(threads, thread)
-end
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "wrk_common.lua")
+local total = common.total
+setup = common.setup
 
 function init(args)
    local file, target = args[1], args[2]
@@ -52,44 +50,13 @@ function response(status, headers, body)
    end
 end
 
-local function latest(name)
-   local value = 0
-   for _, thread in ipairs(threads) do
-      value = math.max(value, thread:get(name))
-   end
-   return value
-end
-
-local function total(name)
-   local sum = 0
-   for _, thread in ipairs(threads) do
-      sum = sum + thread:get(name)
-   end
-   return sum
-end
-
 function done(summary, latency, requests)
-   local errors = summary.errors
-   local fields = {
-      string.format('"duration_us": %d', summary.duration),
-      string.format('"requests": %d', summary.requests),
-      string.format('"bytes": %d', summary.bytes),
-      string.format('"errors_connect": %d', errors.connect),
-      string.format('"errors_read": %d', errors.read),
-      string.format('"errors_write": %d', errors.write),
-      string.format('"errors_status": %d', errors.status),
-      string.format('"errors_timeout": %d', errors.timeout),
-      string.format('"latency_p50_us": %d', latency:percentile(50)),
-      string.format('"latency_p99_us": %d', latency:percentile(99)),
-      string.format('"latency_max_us": %d', latency.max),
-      string.format('"pool": %d', total("pool_size")),
-      string.format('"run_cpu_s": %.3f', os.clock() - latest("loaded_cpu_s")),
+   common.report(summary, latency, {
       -- wrk calls request() once, in the first thread, to check the script: not sent.
       string.format('"sent": %d', total("calls") - 1),
       string.format('"accepted": %d', total("accepted")),
       string.format('"duplicate": %d', total("duplicate")),
       string.format('"other_2xx": %d', total("other_2xx")),
       string.format('"non_2xx": %d', total("non_2xx")),
-   }
-   io.write("BENCH_RESULT {" .. table.concat(fields, ", ") .. "}\n")
+   })
 end

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,3 +106,20 @@ def write_section(name: str, text: str, doc: Path = DOC) -> None:
         updated = current.rstrip("\n") + "\n\n" + section + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(updated, encoding="utf-8")
+
+
+def finish(
+    name: str,
+    summary: Sequence[str],
+    problems: Sequence[str],
+    write_docs: bool,
+    document: Callable[[], str],
+) -> int:
+    """Print the summary and problems, rewrite section `name` if asked; the exit status."""
+    print("\n".join(summary))
+    for problem in problems:
+        print(f"  problem: {problem}")
+    if write_docs:
+        write_section(name, document())
+        print(f"  wrote the {name} section of {Path('docs') / 'performance.md'}")
+    return 1 if problems else 0

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +197,7 @@ def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> N
         time.sleep(0.05)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (uvicorn finishes in-flight requests), then SIGKILL if it lingers."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -223,7 +223,7 @@ def serve(command: Sequence[str], port: int, log: Path) -> Iterator[subprocess.P
             _wait_listening(process, port, log)
             yield process
         finally:
-            _stop(process)
+            stop(process)
 
 
 def run_wrk(
@@ -250,3 +250,45 @@ def run_wrk(
             return result
     detail = (done.stderr.strip().splitlines() or ["(no output)"])[-1][:200]
     raise BenchError(f"wrk exited with status {done.returncode} and no result: {detail}")
+
+
+def wrk_figures(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every benchmark's wrk `done()` prints: duration, responses, errors, latency."""
+    socket_errors = sum(raw[f"errors_{kind}"] for kind in ("connect", "read", "write"))
+    return {
+        "duration_s": raw["duration_us"] / 1e6,
+        "responses": raw["requests"],
+        "socket_errors": socket_errors + raw["errors_timeout"],
+        "p50_ms": raw["latency_p50_us"] / 1000,
+        "p99_ms": raw["latency_p99_us"] / 1000,
+        "max_ms": raw["latency_max_us"] / 1000,
+    }
+
+
+def run_wrk_against(
+    wrk: str,
+    server: subprocess.Popen[bytes],
+    *,
+    url: str,
+    script: Path,
+    script_args: Sequence[str],
+    duration_s: int,
+    connections: int,
+) -> tuple[dict[str, Any], CpuUse]:
+    """`run_wrk` against `server`: wrk's JSON, and the CPU shares over the run."""
+    before = sample_cpu(server.pid)
+    raw = run_wrk(
+        wrk,
+        url=url,
+        script=script,
+        script_args=script_args,
+        duration_s=duration_s,
+        connections=connections,
+    )
+    cpu = cpu_use(
+        before,
+        sample_cpu(server.pid),
+        active_s=raw["duration_us"] / 1e6,
+        loadgen_run_s=raw["run_cpu_s"],
+    )
+    return raw, cpu

@@ -39,7 +39,7 @@ from bench.entitlements import (
     wait_projected,
 )
 from bench.ingest import server_stack
-from bench.report import code_version, filesystem_of, machine, now_utc, write_section
+from bench.report import code_version, filesystem_of, finish, machine, now_utc
 from bench.subscriptions import event_body, period_end_from_now
 from bench.tools import (
     LOADGEN_CORE,
@@ -116,9 +116,8 @@ class Result:
         return self.visible(99) < TARGET_P99_MS
 
 
-def parse_options(argv: Sequence[str]) -> Options:
-    """Options from the command line (`python -m bench visibility --help`)."""
-    parser = argparse.ArgumentParser(prog="python -m bench visibility", description=__doc__)
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """The load's options, shared with bench/redis_visibility.py."""
     parser.add_argument("--rate", type=int_between(1, 10_000), default=500, metavar="EVENTS_S")
     parser.add_argument("--duration", type=int_between(1, 600), default=20, metavar="SECONDS")
     parser.add_argument("--workspaces", type=int_between(1, 100_000), default=1000, metavar="N")
@@ -126,8 +125,18 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--poll-interval", type=float, default=2.0, metavar="MS", help="rest between polls"
     )
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """Options from the command line (`python -m bench visibility --help`)."""
+    parser = argparse.ArgumentParser(prog="python -m bench visibility", description=__doc__)
+    add_load_options(parser)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
-    args = parser.parse_args(list(argv))
+    return load_options(parser, parser.parse_args(list(argv)))
+
+
+def load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Options:
+    """Options from parsed `add_load_options` arguments and `--no-docs`."""
     if not 0 < args.poll_interval <= 100:
         parser.error("--poll-interval must be in (0, 100] ms")
     return Options(
@@ -355,10 +364,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"bench visibility: {e}", file=sys.stderr)
         return 1
     problems = problems_of(result, options)
-    print("\n".join(summary_lines(result, options)))
-    for problem in problems:
-        print(f"  problem: {problem}")
-    if options.write_docs:
-        write_section("visibility", document(result, options, problems))
-        print(f"  wrote the visibility section of {Path('docs') / 'performance.md'}")
-    return 1 if problems else 0
+    return finish(
+        "visibility",
+        summary_lines(result, options),
+        problems,
+        options.write_docs,
+        lambda: document(result, options, problems),
+    )
