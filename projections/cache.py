@@ -17,6 +17,7 @@ import orjson
 from ingest.settings import Settings
 from projections.resolver import Entitlement, resolve
 from projections.store import ProjectionStore
+from projections.times import to_us
 
 # Entries kept at most; past it the cache starts over (a full rebuild is cheap).
 MAX_ENTRIES = 50_000
@@ -55,7 +56,7 @@ class EntitlementCache:
         entry = self._entries.get(workspace)
         if entry is not None:
             until = entry.entitlement.valid_until_us
-            if until is None or _us(now) < until:
+            if until is None or to_us(now) < until:
                 return entry
         entitlement = resolve(self._store.workspace_facts(workspace), self._settings, now)
         entry = Cached(entitlement, orjson.dumps(entitlement.to_json(now)))
@@ -63,7 +64,3 @@ class EntitlementCache:
             self._entries.clear()
         self._entries[workspace] = entry
         return entry
-
-
-def _us(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)

@@ -27,6 +27,7 @@ from projections.facts import (
     OverrideFact,
     SubscriptionFact,
 )
+from projections.times import to_us
 
 # Stripe subscription events; the rank orders same-second events (SPEC §5).
 STRIPE_SUBSCRIPTION_RANKS = {
@@ -149,11 +150,7 @@ def _epoch_us(seconds: int) -> int:
 
 def iso_to_us(value: str) -> int:
     """Microseconds since the epoch of an ISO 8601 time (naive means UTC)."""
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return to_us(datetime.fromisoformat(value))
 
 
 def _iso_from_epoch(seconds: object) -> str | None:

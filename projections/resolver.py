@@ -17,6 +17,7 @@ from typing import Any
 from ingest.settings import Settings
 from projections.decode import iso_to_us
 from projections.facts import ATTENTION_STATUSES, GRANTING_STATUSES, OverrideFact, SubscriptionFact
+from projections.times import to_us
 
 # Tie-break between candidates of the same tier and health (SPEC §5, rule 2).
 SOURCE_RANK = {
@@ -101,7 +102,7 @@ class Entitlement:
     valid_until_us: int | None = None
 
     def to_json(self, now: datetime) -> dict[str, Any]:
-        now_us = _us(now)
+        now_us = to_us(now)
         return {
             "workspace_id": self.workspace_id,
             "tier": self.tier,
@@ -126,10 +127,6 @@ class Entitlement:
             "enforcement": self.enforcement,
             "as_of_seq": self.as_of_seq,
         }
-
-
-def _us(moment: datetime) -> int:
-    return iso_to_us(moment.isoformat())
 
 
 def _expired(override: OverrideFact, now_us: int) -> bool:
@@ -178,7 +175,7 @@ def view(fact: SubscriptionFact, settings: Settings) -> SubscriptionView:
 
 def resolve(facts: WorkspaceFacts, settings: Settings, now: datetime) -> Entitlement:
     """The entitlement of `facts.workspace_id` at `now`."""
-    now_us = _us(now)
+    now_us = to_us(now)
     rank = settings.tier_rank
     default = settings.default_tier
     views = tuple(

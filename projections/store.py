@@ -242,10 +242,6 @@ class ProjectionStore:
             finally:
                 conn.execute("COMMIT")
 
-    def enforcement(self) -> str:
-        with self._reading() as conn:
-            return read_enforcement(conn, self._settings, None)
-
     def override(self, workspace: str, kind: str) -> OverrideFact | None:
         """The current state of one override, if it was ever set."""
         with self._reading() as conn:
