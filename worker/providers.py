@@ -134,7 +134,9 @@ class StripeSource:
             sent: Any = dict(params)
             options: Any = {"idempotency_key": idempotency_key}
             session = self._client.v1.checkout.sessions.create(sent, options=options)
-            return session.id, str(session.url)
+            if not session.url:  # only embedded or custom UI sessions come without one
+                raise ProviderError("stripe: the checkout session has no hosted URL")
+            return session.id, session.url
 
         return self._call(create)
 

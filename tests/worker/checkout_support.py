@@ -25,6 +25,7 @@ from ingest.settings import Settings, parse_settings
 from tests.fakes.polar_api import PolarState, polar_fake, polar_product
 from tests.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
 from tests.polar_payloads import polar_event
+from tests.stripe_payloads import stripe_customer, stripe_subscription
 from tests.support import (
     POLAR_SECRET,
     STRIPE_SECRET,
@@ -57,6 +58,12 @@ T0 = NOW_S - 3600
 # Bounded wait for a delivered webhook to be projected, and how often to look.
 PROJECTED_TIMEOUT_S = 10.0
 POLL_S = 0.02
+# Provider paths the tests look for in the fakes' request logs.
+CHECKOUT_PATH = "/v1/checkout/sessions"
+PORTAL_PATH = "/v1/billing_portal/sessions"
+POLAR_CHECKOUT_PATH = "/v1/checkouts/"
+# A Polar customer already linked to a workspace.
+POLAR_CUSTOMER = "6f1d2c3b-4a5e-4f60-8b7a-9c8d7e6f5a41"
 RETURN = "https://app.example/billing/return?session={CHECKOUT_SESSION_ID}"
 CANCEL = "https://app.example/billing"
 
@@ -195,3 +202,20 @@ def start_shop(stack: ExitStack, tmp_path: Path, *, configured: bool = True) -> 
 def assert_no_secrets(text: str) -> None:
     for secret in SECRETS:
         assert secret not in text
+
+
+def provider_requests(shop: Shop) -> int:
+    return len(shop.stripe.requests) + len(shop.polar.requests)
+
+
+def subscribe_stripe(shop: Shop, workspace: str, status: str, **fields: Any) -> None:
+    """A subscription event of `workspace` arrived; Stripe knows its customer."""
+    shop.stripe.add(stripe_customer(id=f"cus_{workspace}"))
+    sub = stripe_subscription(
+        id=f"sub_{workspace}",
+        customer=f"cus_{workspace}",
+        status=status,
+        metadata={"workspace_id": workspace},
+        **fields,
+    )
+    shop.deliver_stripe("customer.subscription.created", sub, created=T0)
