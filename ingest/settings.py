@@ -62,10 +62,16 @@ NO_SECRET = Secret("")
 
 @dataclass(frozen=True)
 class PriceMapping:
-    """What a Stripe price grants: a tier, billed every `interval`."""
+    """What a Stripe price grants: a tier, billed every `interval`.
+
+    `min_seats`/`max_seats` bound the quantity a checkout may buy (Stripe
+    prices carry no seat limits of their own); None means unbounded.
+    """
 
     tier: str
     interval: str
+    min_seats: int | None = None
+    max_seats: int | None = None
 
 
 @dataclass(frozen=True)
@@ -447,12 +453,20 @@ def _tier_of(entry: Mapping[str, Any], where: str, tiers: Mapping[str, tuple[str
 def _price(
     entry: Mapping[str, Any], where: str, tiers: Mapping[str, tuple[str, ...]]
 ) -> PriceMapping:
-    _only(entry, where, {"tier", "interval"})
+    _only(entry, where, {"tier", "interval", "min_seats", "max_seats"})
     if "interval" not in entry:
         raise ConfigError(f"{where}.interval: missing")
+    low, high = (
+        _positive_int(entry, key, f"{where}.{key}", 1) if key in entry else None
+        for key in ("min_seats", "max_seats")
+    )
+    if low is not None and high is not None and high < low:
+        raise ConfigError(f"{where}.max_seats: must be at least min_seats ({low}), got {high}")
     return PriceMapping(
         tier=_tier_of(entry, where, tiers),
         interval=_choice(entry, "interval", f"{where}.interval", INTERVALS, "month"),
+        min_seats=low,
+        max_seats=high,
     )
 
 

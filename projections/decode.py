@@ -88,6 +88,10 @@ ENFORCEMENT_SET = "billhook.enforcement_set"
 RECONCILED = "billhook.reconciled"
 # A reconciled snapshot ranks like an update at the same instant.
 RECONCILED_RANK = 1
+# Sessions started through billhook's API: the history of who started what.
+# Logged, never projected (they state no fact about a subscription).
+CHECKOUT_STARTED = "billhook.checkout_started"
+PORTAL_OPENED = "billhook.portal_opened"
 
 
 # {provider: event types} projections read: the payloads a projector needs from the log.

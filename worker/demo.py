@@ -2,7 +2,8 @@
 
 It starts a temporary server (its own data directory and secrets), delivers
 signed Stripe and Polar events exactly as the providers would, calls the API
-like a downstream service, and prints the entitlement after each step.
+like a downstream service, and prints the entitlement after each step. Last,
+a purchase through billhook's checkout and portal routes (`worker.demo_checkout`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,19 +29,25 @@ import uvicorn
 from standardwebhooks import Webhook
 
 from ingest.settings import Settings, parse_settings
+from worker.demo_checkout import FAKE_STRIPE_KEY, NO_FAKES, round_trip, start_fake_stripe
 from worker.server import create_app
 
 POLAR_PRODUCT = "6f1d3c2b-8a7e-4f5d-9c4b-3a2e1f0d9c8b"
 COLUMNS = ("step", "workspace", "tier", "source", "status", "attention", "next", "seats", "check")
 
 
-def demo_settings(data_dir: Path, stripe_secret: str, polar_secret: str, admin: str) -> Settings:
+def demo_settings(
+    data_dir: Path, stripe_secret: str, polar_secret: str, admin: str, stripe_api: str = ""
+) -> Settings:
+    """The demo's config; `stripe_api` is the URL of a Stripe fake to buy through, if any."""
+    api = {"api_key": FAKE_STRIPE_KEY, "api_base": stripe_api} if stripe_api else {}
     return parse_settings(
         {
             "billhook": {"data_dir": str(data_dir), "enforcement": "observe"},
             "stripe": {
                 "webhook_secrets": [stripe_secret],
                 "prices": {"price_team_monthly": {"tier": "team", "interval": "month"}},
+                **api,
             },
             "polar": {
                 "webhook_secrets": [polar_secret],
@@ -137,7 +144,7 @@ class Demo:
     echo: Callable[[str], None]
     clock: int = 0
 
-    def stripe(self, event_type: str, obj: dict[str, Any]) -> None:
+    def stripe(self, event_type: str, obj: dict[str, Any], created: int | None = None) -> None:
         # One second apart, as real lifecycle events are: Stripe orders by `created`.
         self.clock += 1
         body = json.dumps(
@@ -145,7 +152,7 @@ class Demo:
                 "id": f"evt_{uuid.uuid4().hex[:24]}",
                 "object": "event",
                 "type": event_type,
-                "created": int(time.time()) - 600 + self.clock,
+                "created": created or int(time.time()) - 600 + self.clock,
                 "livemode": False,
                 "data": {"object": obj},
             }
@@ -180,6 +187,10 @@ class Demo:
     def admin_call(self, method: str, path: str, body: dict[str, Any]) -> None:
         response = self.client.request(method, path, json=body, headers=self._auth)
         response.raise_for_status()
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST as the app's backend would; the answer whatever its status."""
+        return self.client.post(path, json=body, headers=self._auth)
 
     @property
     def _auth(self) -> dict[str, str]:
@@ -222,8 +233,10 @@ def run_demo(echo: Callable[[str], None]) -> None:
     stripe_secret = "whsec_" + secrets.token_hex(16)
     polar_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     admin = secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix="billhook-demo-") as tmp:
-        settings = demo_settings(Path(tmp) / "data", stripe_secret, polar_secret, admin)
+    with tempfile.TemporaryDirectory(prefix="billhook-demo-") as tmp, ExitStack() as stack:
+        fake = start_fake_stripe(stack)
+        stripe_api = fake.url if fake is not None else ""
+        settings = demo_settings(Path(tmp) / "data", stripe_secret, polar_secret, admin, stripe_api)
         with temporary_server(settings) as url, httpx.Client(base_url=url, timeout=10) as client:
             d = Demo(client, stripe_secret, polar_secret, admin, echo)
             echo(f"billhook demo: a temporary server at {url}, data in {tmp}")
@@ -268,3 +281,8 @@ def run_demo(echo: Callable[[str], None]) -> None:
             d.row("enforce: 402", "ws_stripe", d.check("ws_stripe", "ai_imports"))
             d.row("enforce: seat gate", "ws_polar", d.check("ws_polar", "invite_member", 2))
             d.row("enforce: reads stay free", "ws_stripe", d.check("ws_stripe", "reads"))
+
+            if fake is None:
+                echo(NO_FAKES)
+            else:
+                round_trip(d, fake)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import stripe
@@ -122,6 +122,34 @@ class StripeSource:
                 return
             params = {**params, "starting_after": page.data[-1].id}
 
+    def checkout_session(self, params: Mapping[str, Any], idempotency_key: str) -> tuple[str, str]:
+        """Create a Checkout Session from `params`: (its id, its URL).
+
+        Stripe answers a repeated `idempotency_key` with the session it first
+        created, so a retried identical request returns the same session.
+        """
+
+        def create() -> tuple[str, str]:
+            # The params are built from checked settings and request fields, not typed.
+            sent: Any = dict(params)
+            options: Any = {"idempotency_key": idempotency_key}
+            session = self._client.v1.checkout.sessions.create(sent, options=options)
+            if not session.url:  # only embedded or custom UI sessions come without one
+                raise ProviderError("stripe: the checkout session has no hosted URL")
+            return session.id, session.url
+
+        return self._call(create)
+
+    def portal_session(self, customer: str, return_url: str) -> tuple[str, str]:
+        """Create a billing portal session for `customer`: (its id, its URL)."""
+
+        def create() -> tuple[str, str]:
+            params: Any = {"customer": customer, "return_url": return_url}
+            session = self._client.v1.billing_portal.sessions.create(params)
+            return session.id, session.url
+
+        return self._call(create)
+
     def close(self) -> None:
         """Nothing to release: stripe's HTTP client is shared and closes with the process."""
 
@@ -185,6 +213,26 @@ class PolarSource:
                 return None
 
         return self._call(fetch)
+
+    def checkout(self, body: Mapping[str, Any]) -> tuple[str, str]:
+        """Create a checkout session from `body` (Polar's `CheckoutCreate`): (its id, its URL)."""
+
+        def create() -> tuple[str, str]:
+            checkout = self._client.checkouts.create(**body)
+            return checkout.id, checkout.url
+
+        return self._call(create)
+
+    def customer_session(self, customer: str, return_url: str) -> tuple[str, str]:
+        """Create a customer-portal session for `customer`: (its id, the portal URL)."""
+
+        def create() -> tuple[str, str]:
+            session = self._client.customer_sessions.create(
+                customer_id=customer, return_url=return_url
+            )
+            return session.id, session.customer_portal_url
+
+        return self._call(create)
 
     def close(self) -> None:
         self._client.__exit__()

@@ -35,6 +35,7 @@ from projections.http import exception_handlers as projection_exception_handlers
 from projections.store import PROJECTION_VERSION, ProjectionStore
 from worker.actors import declare
 from worker.broker import RedisWaker, make_broker
+from worker.checkout import CheckoutRoute
 from worker.embedded import EmbeddedProjector, wait_until_projected
 from worker.providers import sources
 from worker.refresh import RefreshRoute, RemoteRefresh
@@ -119,6 +120,15 @@ def create_app(
         head=reader_log.head_seq,
         remote=remote,
     )
+    checkout = CheckoutRoute(
+        settings,
+        api_store,
+        provider_sources,
+        append=committer.append,
+        wait_for=wait_for,
+        now=clock,
+        head=reader_log.head_seq,
+    )
 
     def observe() -> tuple[int, int]:
         # The reader's connection: the writer's lock is held through each fsync.
@@ -183,7 +193,7 @@ def create_app(
         # Two mounts: a request is matched against one prefix, then a handful of routes.
         routes=[
             Mount("/webhooks", routes=receiver.routes),
-            Mount("/v1", routes=[*api.routes, *refresh.routes]),
+            Mount("/v1", routes=[*api.routes, *refresh.routes, *checkout.routes]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),

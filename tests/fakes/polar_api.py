@@ -50,6 +50,8 @@ without its trailing slash):
   `customer_metadata`, ...), `GET /v1/checkouts/{id}`;
 - `POST /v1/customer-sessions/` (`customer_id` or `external_customer_id`,
   `return_url`).
+  `state.complete_checkout(checkout_id)` pays an open checkout the way a
+  buyer would and returns the subscription Polar's next webhooks carry.
 
 Errors: 401 `{"error": "Unauthorized", "detail": ...}` without a token,
 401 `{"error": "invalid_token", "error_description": ...}` (with
@@ -192,6 +194,41 @@ class PolarState(FakeLog):
             self.customers.setdefault(obj["customer"]["id"], copy.deepcopy(obj["customer"]))
             self.products.setdefault(obj["product"]["id"], copy.deepcopy(obj["product"]))
         return self
+
+    def complete_checkout(self, checkout_id: str) -> Obj:
+        """Pay an open checkout, as a buyer on Polar's page would.
+
+        The buyer is the checkout's customer, else the customer whose
+        `external_id` is its `external_customer_id`, else a new customer with
+        that external id. Files an active subscription of the checkout's
+        product with its seats and metadata (Polar copies checkout metadata to
+        the subscription) and marks the checkout succeeded. Returns the
+        subscription: the `data` of the `subscription.created` and
+        `subscription.active` webhooks Polar sends next.
+        """
+        checkout = self.checkouts[checkout_id]
+        external = checkout.get("external_customer_id")
+        customer = self.customers.get(checkout.get("customer_id") or "") or next(
+            (c for c in self.customers.values() if external and c.get("external_id") == external),
+            None,
+        )
+        customer_id = customer["id"] if customer else str(uuid.uuid4())
+        product = checkout["product"]
+        now = _iso(self.clock())
+        subscription = polar_subscription(
+            id=str(uuid.uuid4()),
+            customer_id=customer_id,
+            product_id=product["id"],
+            external_customer_id=(customer or {}).get("external_id") or external,
+            metadata={k: str(v) for k, v in checkout["metadata"].items()},
+            seats=checkout.get("seats"),
+            recurring_interval=product.get("recurring_interval") or "month",
+            created_at=now,
+        )
+        subscription["checkout_id"] = checkout_id
+        self.add_subscription(subscription)
+        checkout.update(status="succeeded", customer_id=customer_id, modified_at=now)
+        return copy.deepcopy(subscription)
 
     def add_customer(self, *customers: Mapping[str, Any]) -> PolarState:
         """File customers (replacing by id)."""

@@ -50,6 +50,8 @@ position, `expand[]` on string ids this state knows):
   `cancel_url`, `metadata[...]`, `subscription_data[metadata][...]`; anything
   else is stored as sent), `GET /v1/checkout/sessions/{id}`,
   `POST /v1/billing_portal/sessions` (`customer`, `return_url`, ...).
+  `state.complete_checkout(session_id)` pays an open session the way a buyer
+  would and returns the objects of the events Stripe sends next.
 
 POSTs honour `Idempotency-Key` like Stripe: the same key (per API key) with
 the same form replays the first 2xx answer with `Idempotent-Replayed: true`;
@@ -95,6 +97,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes import Failure, FakeLog, decode_nested, serve_recorded
+from tests.stripe_payloads import stripe_customer, stripe_subscription
 from tests.support import stripe_object
 
 __all__ = [
@@ -252,6 +255,39 @@ class StripeState(FakeLog):
             collection: dict[str, Obj] = getattr(self, _COLLECTIONS[obj["object"]])
             collection[obj["id"]] = copy.deepcopy(dict(obj))
         return self
+
+    def complete_checkout(self, session_id: str) -> tuple[Obj, Obj]:
+        """Pay an open subscription-mode Checkout Session, as a buyer on Stripe's page would.
+
+        Creates the session's customer (unless it named one) and an active
+        subscription with the line items' prices and quantities and the
+        `subscription_data[metadata]` sent, then marks the session complete.
+        Returns (session, subscription): the objects of the
+        `checkout.session.completed` and `customer.subscription.created`
+        events Stripe would send next.
+        """
+        session = self.checkout_sessions[session_id]
+        live = bool(session["livemode"])
+        customer_id = session.get("customer") or "cus_" + uuid.uuid4().hex[:14]
+        if customer_id not in self.customers:
+            self.add({**stripe_customer(id=customer_id), "livemode": live})
+        sent = session.get("subscription_data_sent") or {}
+        items = [(str(i["price"]), int(i.get("quantity", 1))) for i in session["line_items_sent"]]
+        subscription = stripe_subscription(
+            id="sub_" + uuid.uuid4().hex[:14],
+            customer=customer_id,
+            items=items,
+            metadata=dict(sent.get("metadata") or {}),
+        )
+        subscription.update(livemode=live, created=int(self.clock()))
+        self.add(subscription)
+        session.update(
+            status="complete",
+            payment_status="paid",
+            customer=customer_id,
+            subscription=subscription["id"],
+        )
+        return _public_session(copy.deepcopy(session)), copy.deepcopy(subscription)
 
     def delete_customer(self, customer_id: str) -> None:
         """Delete a customer the way Stripe keeps it: `{"id", "object", "deleted": true}`."""

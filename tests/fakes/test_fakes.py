@@ -368,6 +368,33 @@ def test_stripe_checkout_session_honours_idempotency_keys(
     assert inactive.value.param == "line_items[0][price]"
 
 
+def test_stripe_completed_checkout_makes_the_subscription_that_was_asked_for(
+    stripe_state: StripeState, stripe_url: str
+) -> None:
+    client = client_for(stripe_url)
+    params: SessionCreateParams = {
+        "mode": "subscription",
+        "client_reference_id": "ws_9",
+        "line_items": [{"price": "price_team_yearly", "quantity": 7}],
+        "success_url": "https://app.example/billing/return",
+        "subscription_data": {"metadata": {"workspace_id": "ws_9"}},
+    }
+    session = client.v1.checkout.sessions.create(params)
+
+    completed, sub = stripe_state.complete_checkout(session.id)
+
+    assert (completed["status"], completed["subscription"]) == ("complete", sub["id"])
+    assert completed["client_reference_id"] == "ws_9"
+    assert "line_items_sent" not in completed
+    assert sub["customer"] == completed["customer"]
+    assert sub["metadata"] == {"workspace_id": "ws_9"}
+    listed = client.v1.subscriptions.list({"customer": sub["customer"]}).data
+    assert [(s.id, s.status) for s in listed] == [(sub["id"], "active")]
+    [item] = listed[0]["items"]["data"]
+    assert (item["price"]["id"], item["quantity"]) == ("price_team_yearly", 7)
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "complete"
+
+
 @pytest.mark.usefixtures("no_retry_sleep")
 def test_stripe_billing_portal_session(stripe_state: StripeState, stripe_url: str) -> None:
     client = client_for(stripe_url, max_network_retries=1)
@@ -557,6 +584,31 @@ def test_polar_checkout_and_customer_session(polar_state: PolarState, polar_clie
     assert "customer_session_token=" in session.customer_portal_url
     with pytest.raises(HTTPValidationError):
         polar_client.checkouts.create(products=[str(uuid.uuid4())])
+
+
+@pytest.mark.parametrize("known_customer", [False, True])
+def test_polar_completed_checkout_makes_the_subscription_that_was_asked_for(
+    polar_state: PolarState, polar_client: Polar, known_customer: bool
+) -> None:
+    external = "ws_1" if known_customer else "ws_new"
+    checkout = polar_client.checkouts.create(
+        products=[PRODUCT_ID],
+        external_customer_id=external,
+        seats=3,
+        metadata={"workspace_id": external},
+    )
+
+    sub = polar_state.complete_checkout(checkout.id)
+
+    assert (sub["status"], sub["seats"], sub["product_id"]) == ("active", 3, PRODUCT_ID)
+    assert sub["metadata"] == {"workspace_id": external}
+    assert sub["customer"]["external_id"] == external
+    assert (sub["customer_id"] == CUSTOMER_ID) is known_customer
+    listed = list(polar_client.subscriptions.iter_list(external_customer_id=external))
+    assert [s.id for s in listed] == [sub["id"]]
+    assert polar_client.checkouts.get(checkout.id).status == "succeeded"
+    session = polar_client.customer_sessions.create(external_customer_id=external)
+    assert session.customer_id == sub["customer_id"]
 
 
 def test_polar_sdk_cannot_load_a_customer_state_with_subscriptions(

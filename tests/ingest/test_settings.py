@@ -32,7 +32,7 @@ def test_the_example_config_is_the_defaults_plus_its_maps() -> None:
     assert dict(settings.tiers) == dict(defaults.tiers)
     assert list(settings.tiers) == ["solo", "team", "enterprise"]
     assert settings.stripe.prices == {
-        "price_team_monthly": PriceMapping("team", "month"),
+        "price_team_monthly": PriceMapping("team", "month", min_seats=1, max_seats=200),
         "price_team_yearly": PriceMapping("team", "year"),
     }
     assert list(settings.polar.products.values()) == [ProductMapping("team", "month")]
@@ -118,6 +118,37 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
         (
             {"stripe": {"prices": {"price_1": {"tier": "team", "interval": "month", "seats": 3}}}},
             "stripe.prices.price_1.seats: unknown key",
+        ),
+        (
+            {
+                "stripe": {
+                    "prices": {"price_1": {"tier": "team", "interval": "month", "min_seats": 0}}
+                }
+            },
+            "stripe.prices.price_1.min_seats: must be at least 1, got 0",
+        ),
+        (
+            {
+                "stripe": {
+                    "prices": {"price_1": {"tier": "team", "interval": "year", "max_seats": "9"}}
+                }
+            },
+            "stripe.prices.price_1.max_seats: expected int, got string",
+        ),
+        (
+            {
+                "stripe": {
+                    "prices": {
+                        "price_1": {
+                            "tier": "team",
+                            "interval": "year",
+                            "min_seats": 5,
+                            "max_seats": 2,
+                        }
+                    }
+                }
+            },
+            "stripe.prices.price_1.max_seats: must be at least min_seats (5), got 2",
         ),
         ({"polar": {"products": {"p1": {}}}}, "polar.products.p1.tier: missing"),
         (

@@ -5,11 +5,21 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from worker import demo_checkout
+
+# The source checkout: the demo buys through the provider fakes under its tests/.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_prints_every_step_with_the_expected_entitlement() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "worker", "demo"],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -48,3 +58,26 @@ def test_demo_prints_every_step_with_the_expected_entitlement() -> None:
     assert rows["enforce: 402"][7] == "ai_imports: 402 deny (tier_required)"
     assert rows["enforce: seat gate"][7] == "invite_member: 402 deny (seat_limit)"
     assert rows["enforce: reads stay free"][7] == "reads: 200 allow"
+    # The purchase: checkout -> return and refresh -> portal -> cancellation (tier, status, seats).
+    assert rows["checkout: session created"][1:] == [
+        "solo", "default", "none", "-", "upgrade", "-", "checkout: 201"
+    ]  # fmt: skip
+    assert rows["checkout: paid, refresh on return"][1:] == [
+        "team", "stripe", "active", "-", "none", "3", "refresh: 200"
+    ]  # fmt: skip
+    assert rows["checkout: second one refused"][7] == "checkout: 409 already_subscribed"
+    assert rows["portal: opened"][7] == "portal: 201"
+    assert rows["portal: canceled at period end"][1:7] == [
+        "team", "stripe", "canceling", "-", "resume_subscription", "3"
+    ]  # fmt: skip
+
+
+def test_outside_a_source_checkout_the_purchase_is_skipped_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = tmp_path / "site-packages" / "worker" / "demo_checkout.py"
+    monkeypatch.setattr(demo_checkout, "__file__", str(installed))
+
+    with ExitStack() as stack:
+        assert demo_checkout.start_fake_stripe(stack) is None
+    assert "skipped" in demo_checkout.NO_FAKES
