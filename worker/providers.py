@@ -195,6 +195,17 @@ class PolarSource:
             ]
         )
 
+    def subscriptions_of_external(self, external_id: str) -> list[dict[str, Any]]:
+        """Every subscription of the customer whose `external_id` is `external_id`."""
+        return self._call(
+            lambda: [
+                dataclasses.asdict(sub)
+                for sub in self._client.subscriptions.iter_list(
+                    external_customer_id=external_id, limit=PAGE_SIZE
+                )
+            ]
+        )
+
     def all_subscriptions(self) -> list[dict[str, Any]]:
         return self._call(
             lambda: [

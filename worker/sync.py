@@ -21,7 +21,7 @@ from ingest.settings import Settings
 from projections.decode import RECONCILED, decode
 from projections.facts import SubscriptionFact
 from projections.store import ProjectionStore
-from worker.providers import ApiNotConfigured, SubscriptionSource
+from worker.providers import ApiNotConfigured, PolarSource, SubscriptionSource
 
 
 class NotLinked(Exception):
@@ -109,13 +109,22 @@ def workspace_snapshots(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Every subscription of the customers linked to `workspace`, from the provider APIs.
 
-    Raises NotLinked when no customer is known, ApiNotConfigured when a linked
-    provider has no credentials, ProviderError when an API fails.
+    A workspace with no customer linked at all is looked up by Polar's
+    `external_customer_id` (billhook's Polar checkouts set it to the workspace),
+    so a refresh on the return from a first purchase finds it before its
+    webhooks arrive. (Stripe has no such exact look-up; its checkout's
+    `checkout.session.completed` webhook links the customer.)
+
+    Raises NotLinked when no customer is known or found, ApiNotConfigured when a
+    linked provider has no credentials, ProviderError when an API fails.
     """
     customers = sorted(c for c in store.customers_of(workspace) if provider in (None, c[0]))
-    if not customers:
+    snapshots: list[tuple[str, dict[str, Any]]] = []
+    polar = sources.get("polar")
+    if not customers and provider in (None, "polar") and isinstance(polar, PolarSource):
+        snapshots += [("polar", sub) for sub in polar.subscriptions_of_external(workspace)]
+    if not customers and not snapshots:
         raise NotLinked(f"no provider customer is known for workspace {workspace}")
-    snapshots = []
     for name, customer in customers:
         source = sources.get(name)
         if source is None:

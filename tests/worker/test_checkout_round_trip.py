@@ -145,5 +145,30 @@ def test_polar_purchase_round_trip(shop: Shop) -> None:
     ]
 
 
+def test_polar_return_before_any_webhook_finds_the_purchase_by_external_id(shop: Shop) -> None:
+    """Nothing links the workspace yet: refresh asks Polar by `external_customer_id`."""
+    started = shop.checkout("ws_rt_polar", provider="polar", seats=2)
+    sub = shop.polar.complete_checkout(started.json()["session_id"])
+
+    refreshed = shop.client.post("/v1/workspaces/ws_rt_polar/refresh")
+
+    assert refreshed.status_code == 200, refreshed.text
+    answer = refreshed.json()
+    assert (answer["tier"], answer["source"], answer["seats"]) == (
+        "team",
+        "polar",
+        {"purchased": 2},
+    )
+    assert [(s["id"], s["customer"]) for s in answer["subscriptions"]] == [
+        (sub["id"], sub["customer_id"])
+    ]
+    [asked] = shop.polar.requests_to("/v1/subscriptions/", "GET")
+    assert asked.query["external_customer_id"] == "ws_rt_polar"
+    # Linked now: the next refresh asks by customer and appends nothing.
+    head = shop.log.head_seq()
+    assert shop.client.post("/v1/workspaces/ws_rt_polar/refresh").status_code == 200
+    assert shop.log.head_seq() == head
+
+
 def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

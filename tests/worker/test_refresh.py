@@ -400,7 +400,8 @@ def test_an_unknown_workspace_is_not_linked(deploy: DeploymentFactory) -> None:
     assert "ws_nobody" in body["detail"]
     assert dep.log.head_seq() == head
     assert dep.stripe.requests == []
-    assert dep.polar.requests == []
+    # Polar was asked whether a customer with this external id bought something.
+    assert [r.query["external_customer_id"] for r in dep.polar.requests] == ["ws_nobody"]
     unauthenticated = httpx.post(f"{dep.client.base_url}/v1/workspaces/ws_nobody/refresh")
     assert unauthenticated.status_code == 401
 
