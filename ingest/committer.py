@@ -28,6 +28,12 @@ class GroupCommitter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="billhook-log")
         self._pending: list[tuple[EventRecord, asyncio.Future[Appended]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._failing = False
+
+    @property
+    def failing(self) -> bool:
+        """The last batch could not be committed, and none has been since."""
+        return self._failing
 
     async def append(self, record: EventRecord) -> Appended:
         """Return once `record` is durably in the log (or was already).
@@ -53,10 +59,12 @@ class GroupCommitter:
                     self._executor, self._log.append_batch, records
                 )
             except Exception as e:
+                self._failing = True
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
+            self._failing = False
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
