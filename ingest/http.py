@@ -79,6 +79,7 @@ def error_response(status: int, error: str, detail: str) -> JSONResponse:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    log_fields(request.scope)["error"] = exc.error
     return JSONResponse(
         {**exc.extra, "error": exc.error, "detail": exc.detail}, status_code=exc.status
     )

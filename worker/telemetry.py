@@ -37,14 +37,19 @@ def route_templates(routes: Sequence[BaseRoute], prefix: str = "") -> dict[int, 
     """Each endpoint's full path template (mount prefixes included), by the endpoint's id.
 
     By id: the router puts the route's own endpoint object in the scope, and
-    some scope endpoints (a mount's router) are not hashable.
+    some scope endpoints (a mount's router) are not hashable. Raises
+    ValueError when one endpoint serves two templates (its label would lie).
     """
     templates: dict[int, str] = {}
     for route in routes:
+        found: dict[int, str] = {}
         if isinstance(route, Mount):
-            templates.update(route_templates(route.routes, prefix + route.path))
+            found = route_templates(route.routes, prefix + route.path)
         elif isinstance(route, Route):
-            templates[id(route.endpoint)] = prefix + route.path
+            found = {id(route.endpoint): prefix + route.path}
+        for key, template in found.items():
+            if templates.setdefault(key, template) != template:
+                raise ValueError(f"one endpoint serves {templates[key]} and {template}")
     return templates
 
 
