@@ -9,6 +9,7 @@ commit is spread over many events; when idle, a lone event commits at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ingest.envelope import EventRecord
@@ -29,11 +30,17 @@ class GroupCommitter:
         self._pending: list[tuple[EventRecord, asyncio.Future[Appended]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._failing = False
+        self._committed_at: float | None = None
 
     @property
     def failing(self) -> bool:
         """The last batch could not be committed, and none has been since."""
         return self._failing
+
+    @property
+    def committed_at(self) -> float | None:
+        """When (`time.monotonic()`) the last batch committed; None before the first."""
+        return self._committed_at
 
     async def append(self, record: EventRecord) -> Appended:
         """Return once `record` is durably in the log (or was already).
@@ -65,6 +72,7 @@ class GroupCommitter:
                         future.set_exception(e)
                 continue
             self._failing = False
+            self._committed_at = time.monotonic()
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
