@@ -8,6 +8,7 @@ on a wake-up arriving.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +19,10 @@ from ingest.settings import Settings
 from projections.errors import StoreUnavailable
 from projections.projector import catch_up
 from projections.store import ProjectionStore
-from worker.logs import log_batch, projector_logger
+from worker.logs import log_batch
 from worker.replay import rebuild_if_outdated
 
-logger = projector_logger
+logger = logging.getLogger("billhook.projector")
 
 # How often the projector looks at the log even without a wake-up.
 POLL_INTERVAL_S = 1.0
