@@ -9,6 +9,7 @@ commit is spread over many events; when idle, a lone event commits at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ingest.envelope import EventRecord
@@ -28,6 +29,18 @@ class GroupCommitter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="billhook-log")
         self._pending: list[tuple[EventRecord, asyncio.Future[Appended]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._failing = False
+        self._committed_at: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        """The last batch could not be committed, and none has been since."""
+        return self._failing
+
+    @property
+    def committed_at(self) -> float | None:
+        """When (`time.monotonic()`) the last batch committed; None before the first."""
+        return self._committed_at
 
     async def append(self, record: EventRecord) -> Appended:
         """Return once `record` is durably in the log (or was already).
@@ -53,10 +66,13 @@ class GroupCommitter:
                     self._executor, self._log.append_batch, records
                 )
             except Exception as e:
+                self._failing = True
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
+            self._failing = False
+            self._committed_at = time.monotonic()
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

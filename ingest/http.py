@@ -1,9 +1,12 @@
-"""Errors to HTTP answers, in one place: every error body is `{"error", "detail"}`."""
+"""Errors to HTTP answers, in one place: every error body is `{"error", "detail"}`.
+
+Handlers log nothing themselves: they add ids and outcomes to their request's
+log line (:func:`log_fields`), which the app writes once the answer is sent.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -16,8 +19,6 @@ from ingest.errors import (
     PayloadTooLarge,
     ProviderNotConfigured,
 )
-
-logger = logging.getLogger("billhook.http")
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -35,6 +36,24 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 # Webhook paths: an unexpected failure there answers 503 so the provider retries.
 WEBHOOK_PREFIX = "/webhooks/"
+# The ASGI scope key under which a request's extra log fields are collected.
+LOG_FIELDS = "billhook.log_fields"
+
+
+def log_fields(scope: MutableMapping[str, object]) -> dict[str, object]:
+    """The fields this request's log line will carry besides method, route, status, latency.
+
+    Only ids, types, statuses and counts belong here (SPEC §10).
+    """
+    fields = scope.get(LOG_FIELDS)
+    if not isinstance(fields, dict):
+        fields = scope[LOG_FIELDS] = {}
+    return fields
+
+
+def unexpected_status(path: str) -> int:
+    """The status an unexpected error answers on `path`: 503 on webhooks (retry), else 500."""
+    return 503 if path.startswith(WEBHOOK_PREFIX) else 500
 
 
 class ApiError(Exception):
@@ -60,6 +79,7 @@ def error_response(status: int, error: str, detail: str) -> JSONResponse:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    log_fields(request.scope)["error"] = exc.error
     return JSONResponse(
         {**exc.extra, "error": exc.error, "detail": exc.detail}, status_code=exc.status
     )
@@ -77,7 +97,7 @@ def _mapped(status: int, error: str) -> Handler:
             detail = f"the event log cannot be written ({detail}); retry later"
         provider = _provider(request)
         if provider:
-            logger.warning("webhook", extra={"fields": {"provider": provider, "outcome": error}})
+            log_fields(request.scope).update(provider=provider, outcome=error)
             metrics = getattr(request.app.state, "metrics", None)
             if metrics is not None:
                 metrics.webhooks.labels(provider, error).inc()
@@ -98,11 +118,8 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.error(
-        "unexpected error",
-        extra={"fields": {"path": request.url.path, "error": exc.__class__.__name__}},
-    )
-    if request.url.path.startswith(WEBHOOK_PREFIX):
+    # Not logged here: the request's one log line (worker.telemetry) names the exception's type.
+    if unexpected_status(request.url.path) == 503:
         return error_response(503, "unavailable", "the event was not stored; retry later")
     return error_response(500, "internal_error", "an unexpected error occurred")
 

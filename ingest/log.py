@@ -244,6 +244,41 @@ class EventLog:
         sql = "SELECT coalesce(max(seq), 0) FROM events WHERE received_at <= ?"
         return int(self._one(sql, (received_at,))[0])
 
+    def received_after(self, seq: int) -> str | None:
+        """`received_at` of the first event past `seq` (the oldest one not yet
+        projected, for a checkpoint `seq`); None when there is none."""
+        sql = "SELECT received_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1"
+        rows = self._fetch(sql, (seq,))
+        return str(rows[0][0]) if rows else None
+
+    def probe_writable(self, *, durable: bool = False) -> None:
+        """Show that this connection could append now, without appending.
+
+        Takes the write lock and lets it go (BEGIN IMMEDIATE, ROLLBACK): a
+        lock held past the busy timeout, or a file that cannot be opened for
+        writing, fails here. With `durable`, it also commits a write that
+        changes no row, `user_version` set to its own value, fsynced like an
+        append: a full disk or a read-only filesystem fails that too. The
+        events table, and so the log's seqs, are never touched.
+
+        Raises :class:`LogUnavailable` with SQLite's reason.
+        """
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if durable:
+                    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                    conn.execute(f"PRAGMA user_version = {version}")
+                    conn.execute("COMMIT")
+                else:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise LogUnavailable(str(e)) from e
+
     def get(self, seq: int) -> StoredEvent | None:
         rows = self._rows(_SELECT + " WHERE seq = ?", (seq,))
         return rows[0] if rows else None

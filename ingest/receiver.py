@@ -6,7 +6,6 @@ answers of the SPEC §3 table, in one place.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
@@ -18,11 +17,10 @@ from ingest.body import read_limited
 from ingest.committer import GroupCommitter
 from ingest.envelope import EventRecord, polar_record, stripe_record
 from ingest.errors import ProviderNotConfigured
+from ingest.http import log_fields
 from ingest.metrics import Metrics
 from ingest.settings import Secret, Settings
 from ingest.verify import verify_polar, verify_stripe
-
-logger = logging.getLogger("billhook.ingest")
 
 
 class Receiver:
@@ -67,7 +65,7 @@ class Receiver:
             now=self._now(),
             tolerance_s=self._settings.signature_tolerance_s,
         )
-        return await self._append(stripe_record(body.decode("utf-8")))
+        return await self._append(request, stripe_record(body.decode("utf-8")))
 
     async def polar(self, request: Request) -> Response:
         secrets = self._secrets("polar")
@@ -80,7 +78,7 @@ class Receiver:
             tolerance_s=self._settings.signature_tolerance_s,
         )
         record = polar_record(body.decode("utf-8"), request.headers["webhook-id"], signed_at)
-        return await self._append(record)
+        return await self._append(request, record)
 
     def _secrets(self, provider: str) -> tuple[Secret, ...]:
         secrets = self._settings.webhook_secrets(provider)
@@ -91,23 +89,14 @@ class Receiver:
     async def _body(self, request: Request) -> bytes:
         return await read_limited(request, self._settings.max_body_bytes)
 
-    async def _append(self, record: EventRecord) -> Response:
+    async def _append(self, request: Request, record: EventRecord) -> Response:
+        fields = log_fields(request.scope)
+        fields.update(provider=record.provider, type=record.type, event_id=record.event_id)
         appended = await self._committer.append(record)
         status = "duplicate" if appended.duplicate else "accepted"
-        mismatch = record.livemode is not None and bool(record.livemode) != self._live
-        logger.info(
-            "webhook",
-            extra={
-                "fields": {
-                    "provider": record.provider,
-                    "outcome": status,
-                    "seq": appended.seq,
-                    "event_id": record.event_id,
-                    "type": record.type,
-                    **({"mode_mismatch": True} if mismatch else {}),
-                }
-            },
-        )
+        fields.update(outcome=status, seq=appended.seq)
+        if record.livemode is not None and bool(record.livemode) != self._live:
+            fields["mode_mismatch"] = True
         if self._metrics is not None:
             self._metrics.webhooks.labels(record.provider, status).inc()
         if not appended.duplicate and self._on_appended is not None:

@@ -6,6 +6,8 @@ dramatiq actor, a replay) only needs to know that there may be new events.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingest.log import EventLog
@@ -26,20 +28,53 @@ class CatchUp:
     checkpoint: int
 
 
-def catch_up(log: EventLog, store: ProjectionStore, *, batch_size: int = BATCH_SIZE) -> CatchUp:
+@dataclass(frozen=True)
+class Batch:
+    """One committed batch: the seqs it read, what became of them, how long it took."""
+
+    first_seq: int
+    last_seq: int
+    events: int
+    applied: int
+    skipped: int
+    quarantined: int
+    seconds: float
+
+
+def catch_up(
+    log: EventLog,
+    store: ProjectionStore,
+    *,
+    batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[Batch], None] | None = None,
+) -> CatchUp:
     """Apply every event past the store's checkpoint, one batch per transaction.
 
     Safe to run concurrently with itself and to re-run at any point: each batch
     commits together with its checkpoint, and events at or below the
-    checkpoint are ignored.
+    checkpoint are ignored. `on_batch` hears of each batch once it committed.
     """
     applied = skipped = quarantined = 0
     checkpoint = store.checkpoint()
     while True:
+        started = time.perf_counter()
         events = log.read(after=checkpoint, limit=batch_size, payloads_of=PROJECTED_TYPES)
         if not events:
             return CatchUp(applied, skipped, quarantined, checkpoint)
         result = store.apply(events)
+        if on_batch is not None:
+            seconds = time.perf_counter() - started
+            on_batch(
+                Batch(
+                    first_seq=events[0].seq,
+                    last_seq=events[-1].seq,
+                    events=len(events),
+                    applied=result.applied,
+                    skipped=result.skipped,
+                    quarantined=result.quarantined,
+                    seconds=seconds,
+                )
+            )
         applied += result.applied
         skipped += result.skipped
         quarantined += result.quarantined

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import errno
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -16,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 import stripe
 import uvicorn
 from standardwebhooks import Webhook
@@ -109,12 +113,18 @@ def polar_headers(
     }
 
 
-def make_settings(data_dir: Path, **core: Any) -> Settings:
-    """Test settings: both providers configured, everything else default."""
+def make_settings(
+    data_dir: Path, *, sections: Mapping[str, Any] | None = None, **core: Any
+) -> Settings:
+    """Test settings: both providers configured, everything else default.
+
+    `sections` adds top-level tables (`{"redis": {"url": ...}}`, `{"auth": ...}`).
+    """
     raw: dict[str, Any] = {
         "billhook": {"data_dir": str(data_dir), **core},
         "stripe": {"webhook_secrets": [STRIPE_SECRET]},
         "polar": {"webhook_secrets": [POLAR_SECRET, POLAR_LEGACY_SECRET]},
+        **(sections or {}),
     }
     return parse_settings(raw, environ={})
 
@@ -145,3 +155,40 @@ def serve_in_thread(app: ASGIApp) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until its filesystem has not one byte left."""
+    chunk = b"\0" * 65_536
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            # A short write takes what is left; the next one fails with ENOSPC.
+            os.write(fd, chunk)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. `4m`) mounted at `mount_point` (needs root, CAP_SYS_ADMIN)."""
+    mount_point.mkdir()
+    options = f"size={size},mode=0700"
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        # CI runs as root on a machine that can mount; there a failure to mount is a failure.
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True, check=True)

@@ -22,6 +22,7 @@ from projections.projector import catch_up
 from projections.store import ProjectionStore
 from worker.broker import PENDING_KEY
 from worker.faults import crash_point
+from worker.logs import log_batch
 from worker.providers import ApiNotConfigured, ProviderError, SubscriptionSource
 from worker.sync import NotLinked, drift, workspace_snapshots
 
@@ -89,7 +90,7 @@ def declare(broker: RedisBroker, runtime: Runtime | None) -> Actors:
         # Clear the pending flag first: an event appended from now on sends a new wake-up.
         broker.client.delete(PENDING_KEY)
         crash_point("before_apply")
-        catch_up(runtime.log, runtime.store)
+        catch_up(runtime.log, runtime.store, on_batch=log_batch)
         crash_point("before_ack")
 
     def refresh_workspace(workspace: str, request_id: str) -> None:
@@ -130,5 +131,5 @@ def refresh_outcome(runtime: Runtime, workspace: str) -> dict[str, Any]:
         return {"status": "provider_error", "detail": str(e)}
     found = drift(snapshots, runtime.store, runtime.settings, datetime.now(UTC))
     appended = runtime.log.append_batch(found.records) if found.records else []
-    catch_up(runtime.log, runtime.store)
+    catch_up(runtime.log, runtime.store, on_batch=log_batch)
     return {"status": "ok", "seq": max((a.seq for a in appended), default=0)}

@@ -19,6 +19,7 @@ from ingest.settings import Settings
 from projections.errors import StoreUnavailable
 from projections.projector import catch_up
 from projections.store import ProjectionStore
+from worker.logs import log_batch
 from worker.replay import rebuild_if_outdated
 
 logger = logging.getLogger("billhook.projector")
@@ -74,7 +75,7 @@ class EmbeddedProjector:
             self._wake.wait(self._interval_s)
             self._wake.clear()
             try:
-                result = catch_up(self._log, self._store)
+                result = catch_up(self._log, self._store, on_batch=log_batch)
             except (LogUnavailable, StoreUnavailable) as e:
                 logger.warning(
                     "projector", extra={"fields": {"outcome": "unavailable", "error": str(e)}}
@@ -83,18 +84,6 @@ class EmbeddedProjector:
                 continue
             if result.applied or result.skipped or result.quarantined:
                 time.sleep(MIN_GAP_S)
-                logger.info(
-                    "projector",
-                    extra={
-                        "fields": {
-                            "outcome": "applied",
-                            "applied": result.applied,
-                            "skipped": result.skipped,
-                            "quarantined": result.quarantined,
-                            "seq": result.checkpoint,
-                        }
-                    },
-                )
 
 
 async def wait_until_projected(store: ProjectionStore, seq: int, wake: Callable[[], None]) -> None:

@@ -13,6 +13,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from projections.projector import Batch
+
+# Where every process (web or `billhook worker`) logs its projection batches.
+projector_logger = logging.getLogger("billhook.projector")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -42,3 +47,21 @@ def configure(level: str = "info") -> None:
         logger.propagate = False
     # Our own request lines replace uvicorn's access log, which would print query strings.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def log_batch(batch: Batch) -> None:
+    """One line per committed projection batch: its seqs, counts and latency."""
+    projector_logger.info(
+        "batch",
+        extra={
+            "fields": {
+                "first_seq": batch.first_seq,
+                "last_seq": batch.last_seq,
+                "count": batch.events,
+                "applied": batch.applied,
+                "skipped": batch.skipped,
+                "quarantined": batch.quarantined,
+                "latency_ms": round(batch.seconds * 1000, 3),
+            }
+        },
+    )

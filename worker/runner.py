@@ -23,6 +23,7 @@ from projections.store import ProjectionStore
 from worker.actors import PROJECTIONS_QUEUE, REFRESH_QUEUE, Runtime, declare
 from worker.broker import make_broker
 from worker.faults import crash_point
+from worker.logs import log_batch
 from worker.providers import sources
 from worker.replay import rebuild_if_outdated
 
@@ -37,13 +38,9 @@ WORKER_TIMEOUT_MS = 100
 
 def _catch_up(log: EventLog, store: ProjectionStore) -> None:
     try:
-        result = catch_up(log, store)
+        catch_up(log, store, on_batch=log_batch)
     except (LogUnavailable, StoreUnavailable) as e:
         logger.warning("catch-up", extra={"fields": {"outcome": "unavailable", "error": str(e)}})
-        return
-    if result.applied or result.skipped or result.quarantined:
-        fields = {"outcome": "applied", "applied": result.applied, "seq": result.checkpoint}
-        logger.info("catch-up", extra={"fields": fields})
 
 
 def run_worker(

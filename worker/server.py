@@ -1,4 +1,4 @@
-"""The web process: the receiver, the entitlement API and the ops routes.
+"""The web process: the receiver, the entitlement API and the ops routes (`worker.ops`).
 
 Without Redis it also runs the embedded projector. Every connection it opens
 is its own: the receiver's writer, the projector's reader and store, and the
@@ -7,50 +7,37 @@ API's read-only store.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount
 
 from ingest.committer import GroupCommitter
-from ingest.errors import LogUnavailable
 from ingest.http import exception_handlers
 from ingest.log import Checkpointer, EventLog
 from ingest.metrics import Metrics
 from ingest.receiver import Receiver
 from ingest.settings import Settings
 from projections.api import EntitlementApi
-from projections.errors import StoreUnavailable
 from projections.http import exception_handlers as projection_exception_handlers
-from projections.store import PROJECTION_VERSION, ProjectionStore
+from projections.store import ProjectionStore
 from worker.actors import declare
 from worker.broker import RedisWaker, make_broker
 from worker.checkout import CheckoutRoute
 from worker.embedded import EmbeddedProjector, wait_until_projected
+from worker.ops import DEFAULT_LAG_BOUNDS, PROBE_BUSY_TIMEOUT_S, LagBounds, Ops
 from worker.providers import sources
 from worker.refresh import RefreshRoute, RemoteRefresh
-
-# /readyz fails when projections trail the log head by more than this many events.
-READY_MAX_LAG = 1000
+from worker.telemetry import RequestTelemetry
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-async def healthz(request: Request) -> Response:
-    """The process is alive and its event loop answers."""
-    return JSONResponse({"status": "ok"})
 
 
 def create_app(
@@ -59,11 +46,13 @@ def create_app(
     log: EventLog | None = None,
     now: Callable[[], float] = time.time,
     clock: Callable[[], datetime] = _utcnow,
+    ready_bounds: LagBounds = DEFAULT_LAG_BOUNDS,
 ) -> Starlette:
     """Build the web app. A `log` passed in stays the caller's to close.
 
     `now` (Unix seconds) drives signature tolerance; `clock` drives
-    entitlement time rules. Tests inject both.
+    entitlement time rules. Tests inject both. `ready_bounds`: how far
+    projections may trail the log before `/readyz` fails.
     """
     owns_log = log is None
     event_log = log if log is not None else EventLog(settings.events_path)
@@ -73,10 +62,16 @@ def create_app(
     event_log.defer_checkpoints()
     checkpointer_log = EventLog(log_path)
     checkpointer = Checkpointer(checkpointer_log)
+    probe_log = EventLog(log_path, busy_timeout_s=PROBE_BUSY_TIMEOUT_S)
     api_store = ProjectionStore(settings.projections_path, settings)
     metrics = Metrics()
     committer = GroupCommitter(event_log)
-    closables: list[EventLog | ProjectionStore] = [reader_log, checkpointer_log, api_store]
+    closables: list[EventLog | ProjectionStore] = [
+        reader_log,
+        checkpointer_log,
+        probe_log,
+        api_store,
+    ]
     broker_ping: Callable[[], object] | None = None
     # With Redis, refreshes run as actors in workers; without, here.
     remote: RemoteRefresh | None = None
@@ -130,49 +125,15 @@ def create_app(
         head=reader_log.head_seq,
     )
 
-    def observe() -> tuple[int, int]:
-        # The reader's connection: the writer's lock is held through each fsync.
-        head = reader_log.head_seq()
-        seq, skipped, quarantined = api_store.stats()
-        metrics.log_head.set(head)
-        metrics.projection_seq.set(seq)
-        metrics.projection_lag.set(max(head - seq, 0))
-        metrics.quarantined.set(quarantined)
-        metrics.skipped.set(skipped)
-        return head, seq
-
-    async def metrics_route(request: Request) -> Response:
-        # When a store cannot be read the counters still answer; gauges keep their last values.
-        with contextlib.suppress(LogUnavailable, StoreUnavailable):
-            observe()
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def readyz(request: Request) -> Response:
-        checks: dict[str, str] = {}
-        try:
-            head, seq = observe()
-            checks["log"] = "ok"
-            checks["projections"] = (
-                "ok" if head - seq <= READY_MAX_LAG else f"lagging by {head - seq}"
-            )
-        except LogUnavailable:
-            checks["log"] = "unavailable"
-        except StoreUnavailable:
-            checks["projections"] = "unavailable"
-        if broker_ping is not None:
-            try:
-                await asyncio.to_thread(broker_ping)
-                checks["broker"] = "ok"
-            except redis.RedisError:
-                checks["broker"] = "unavailable"
-        ready = all(value == "ok" for value in checks.values())
-        body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
-        with contextlib.suppress(StoreUnavailable):
-            stored = api_store.version()
-            if stored != PROJECTION_VERSION:
-                # Informational: the old projection keeps serving until the rebuild swaps.
-                body["rebuilding"] = {"from_version": stored, "to_version": PROJECTION_VERSION}
-        return JSONResponse(body, status_code=200 if ready else 503)
+    ops = Ops(
+        metrics,
+        reader=reader_log,
+        store=api_store,
+        probe=probe_log,
+        committer=committer,
+        broker_ping=broker_ping,
+        bounds=ready_bounds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -189,15 +150,15 @@ def create_app(
             if owns_log:
                 event_log.close()
 
+    # Two mounts: a request is matched against one prefix, then a handful of routes.
+    routes = [
+        Mount("/webhooks", routes=receiver.routes),
+        Mount("/v1", routes=[*api.routes, *refresh.routes, *checkout.routes]),
+        *ops.routes,
+    ]
     app = Starlette(
-        # Two mounts: a request is matched against one prefix, then a handful of routes.
-        routes=[
-            Mount("/webhooks", routes=receiver.routes),
-            Mount("/v1", routes=[*api.routes, *refresh.routes, *checkout.routes]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_route, methods=["GET"]),
-        ],
+        routes=routes,
+        middleware=[Middleware(RequestTelemetry, metrics=metrics, routes=routes)],
         exception_handlers={**exception_handlers(), **projection_exception_handlers()},
         lifespan=lifespan,
     )

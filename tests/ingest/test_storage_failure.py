@@ -9,13 +9,9 @@ once the cause is gone the same server takes deliveries again.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +24,13 @@ from tests.support import (
     POLAR_LEGACY_SECRET,
     POLAR_SECRET,
     STRIPE_SECRET,
+    fill,
     make_settings,
     serve_in_thread,
     stripe_event_body,
     stripe_headers,
     stripe_object,
+    tmpfs,
 )
 from worker.server import create_app
 
@@ -163,7 +161,7 @@ def test_a_database_that_may_not_grow_answers_503_then_recovers(
 
 
 def test_a_full_filesystem_answers_503_then_recovers(tmp_path: Path) -> None:
-    with _tmpfs(tmp_path / "tmpfs") as mount_point:
+    with tmpfs(tmp_path / "tmpfs", TMPFS_SIZE) as mount_point:
         settings = make_settings(mount_point / "data")
         filler = mount_point / "filler"
         log = EventLog(settings.events_path)
@@ -173,7 +171,7 @@ def test_a_full_filesystem_answers_503_then_recovers(tmp_path: Path) -> None:
                 httpx.Client(base_url=url, timeout=30) as client,
             ):
                 _assert_accepted(_deliver(client, _event()))
-                _fill(filler)
+                fill(filler)
 
                 acked, refused, refusals = _deliver_until_refused(client)
 
@@ -231,40 +229,3 @@ def test_a_log_that_may_not_be_written_answers_503_then_recovers(
     log.conn.execute("PRAGMA query_only = OFF")
     seq = _assert_accepted(_deliver(client, event))
     assert [e.seq for e in log.find(event.event_id, "stripe")] == [seq]
-
-
-def _fill(path: Path) -> None:
-    """Write `path` until its filesystem has not one byte left."""
-    chunk = b"\0" * 65_536
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            # A short write takes what is left; the next one fails with ENOSPC.
-            os.write(fd, chunk)
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _tmpfs(mount_point: Path) -> Iterator[Path]:
-    """A tiny tmpfs mounted at `mount_point` (mounting needs root, CAP_SYS_ADMIN)."""
-    mount_point.mkdir()
-    options = f"size={TMPFS_SIZE},mode=0700"
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        # CI runs as root on a machine that can mount; there a failure to mount is a failure.
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], capture_output=True, check=True)

@@ -271,10 +271,10 @@ class Processes:
         self.started.append(process)
         return process
 
-    def serve(self, config: Path, *, name: str = "server") -> Server:
+    def serve(self, config: Path, *, name: str = "server", log_level: str = "warning") -> Server:
         port = free_port()
         log = self.directory / f"{name}.log"
-        args = ["serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
+        args = ["serve", "--config", str(config), "--port", str(port), "--log-level", log_level]
         process = self._start(args, log, None)
         server = Server(process, f"http://127.0.0.1:{port}", log)
         wait_until(lambda: _healthy(server), START_TIMEOUT_S, f"{name} to answer /healthz")

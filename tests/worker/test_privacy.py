@@ -1,0 +1,312 @@
+"""Logs, metrics and answers carry ids, statuses and counts only (SPEC §10).
+
+A real `billhook serve` (JSON logs at info level) takes a whole lifecycle
+whose payloads, config and requests carry known e-mails, names, addresses,
+tokens and secrets: Stripe and Polar customers, a checkout, subscriptions,
+a redelivery, bad signatures, admin overrides and an enforcement switch by
+an e-mail actor with a reason, checks, history, a refresh that fails at the
+provider fakes, requests with a wrong token, a header and a query string.
+Then every log line, the `/metrics` text and every answer is searched for
+each known string: zero hits. The log is shown to hold what it should (one
+line per request, webhook fields, projection batches), so the search is not
+vacuous.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.polar_api import PolarState, polar_fake
+from tests.fakes.stripe_api import StripeState, stripe_fake
+from tests.polar_payloads import (
+    DEFAULT_PRODUCT_ID,
+    POLAR_PII,
+    polar_customer,
+    polar_event,
+    polar_subscription,
+)
+from tests.stripe_payloads import (
+    STRIPE_PII,
+    stripe_checkout_session,
+    stripe_customer,
+    stripe_subscription,
+)
+from tests.support import polar_headers, serve_in_thread, stripe_event_body, stripe_headers
+from tests.worker.conftest import (
+    PROJECTED_TIMEOUT_S,
+    Processes,
+    stop_process,
+    wait_until,
+)
+
+STRIPE_WEBHOOK_SECRET = "whsec_privacy_stripe_Zq81LmW3xYt6"
+POLAR_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"privacy-polar-key-Kd93hQ0pVn1").decode()
+WRONG_STRIPE_SECRET = "whsec_privacy_wrong_stripe_Rr55Uu"
+WRONG_POLAR_SECRET = "whsec_" + base64.b64encode(b"privacy-wrong-polar-key-Jj7Tt2").decode()
+STRIPE_API_KEY = "sk_test_privacyKey_Hh4Nn8Bb2Vv6"
+POLAR_ACCESS_TOKEN = "polar_oat_privacyToken_Gg3Ff9Dd1"
+READ_TOKEN = "read_privacy_token_Pp0Oo9Ii8"
+ADMIN_TOKEN = "admin_privacy_token_Ll7Kk6Jj5"
+WRONG_TOKEN = "wrong_privacy_token_Mm4Nn3Bb2"
+OPERATOR_EMAIL = "grace.operator@example.com"
+OPERATOR_NAME = "Grace Hopper"
+APPROVER_EMAIL = "ciso.approver@example.com"
+QUERY_MARKER = "query_privacy_marker_Cc1Xx2"
+HEADER_MARKER = "header_privacy_marker_Zz3Aa4"
+
+KNOWN = (
+    *STRIPE_PII,
+    *POLAR_PII,
+    STRIPE_WEBHOOK_SECRET,
+    POLAR_WEBHOOK_SECRET,
+    WRONG_STRIPE_SECRET,
+    WRONG_POLAR_SECRET,
+    STRIPE_API_KEY,
+    POLAR_ACCESS_TOKEN,
+    READ_TOKEN,
+    ADMIN_TOKEN,
+    WRONG_TOKEN,
+    OPERATOR_EMAIL,
+    OPERATOR_NAME,
+    APPROVER_EMAIL,
+    QUERY_MARKER,
+    HEADER_MARKER,
+)
+
+STRIPE_WS = "ws_stripe_privacy"
+POLAR_WS = "ws_polar_privacy"
+T0 = 1_795_000_000
+
+
+def _config(directory: Path, stripe_url: str, polar_url: str) -> Path:
+    text = f"""
+[billhook]
+data_dir = {json.dumps(str(directory / "data"))}
+
+[stripe]
+webhook_secrets = [{json.dumps(STRIPE_WEBHOOK_SECRET)}]
+api_key = {json.dumps(STRIPE_API_KEY)}
+api_base = {json.dumps(stripe_url)}
+[stripe.prices]
+price_team_monthly = {{ tier = "team", interval = "month" }}
+
+[polar]
+webhook_secrets = [{json.dumps(POLAR_WEBHOOK_SECRET)}]
+access_token = {json.dumps(POLAR_ACCESS_TOKEN)}
+server_url = {json.dumps(polar_url)}
+[polar.products]
+{json.dumps(DEFAULT_PRODUCT_ID)} = {{ tier = "team" }}
+
+[auth]
+api_tokens = [{json.dumps(READ_TOKEN)}]
+admin_tokens = [{json.dumps(ADMIN_TOKEN)}]
+"""
+    path = directory / "billhook.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[str, str]]:
+    """Stripe and Polar fakes that know neither of the configured credentials (401s)."""
+    with (
+        serve_in_thread(stripe_fake(StripeState())) as stripe_url,
+        serve_in_thread(polar_fake(PolarState())) as polar_url,
+    ):
+        yield stripe_url, polar_url
+
+
+class Session:
+    """A client that keeps every answer and counts the requests it sent, by path."""
+
+    def __init__(self, base_url: str) -> None:
+        self.answers: list[str] = []
+        self.sent: Counter[str] = Counter()
+        self.client = httpx.Client(
+            base_url=base_url, timeout=30, event_hooks={"response": [self._keep]}
+        )
+
+    def _keep(self, response: httpx.Response) -> None:
+        response.read()
+        self.sent[response.request.url.path] += 1
+        self.answers.append(response.text)
+        self.answers += [f"{k}: {v}" for k, v in response.headers.items()]
+
+    def stripe(self, body: bytes, secret: str = STRIPE_WEBHOOK_SECRET) -> httpx.Response:
+        return self.client.post(
+            "/webhooks/stripe", content=body, headers=stripe_headers(body, secret)
+        )
+
+    def polar(self, body: bytes, secret: str = POLAR_WEBHOOK_SECRET) -> httpx.Response:
+        return self.client.post(
+            "/webhooks/polar", content=body, headers=polar_headers(body, secret)
+        )
+
+    def read(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {READ_TOKEN}", **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+
+def _lifecycle(s: Session) -> dict[str, int]:
+    """Drive the whole lifecycle; the seqs of the accepted webhooks, by event type."""
+    seqs: dict[str, int] = {}
+
+    def accepted(response: httpx.Response, event_type: str) -> None:
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "accepted"
+        seqs[event_type] = response.json()["seq"]
+
+    stripe_meta = {"workspace_id": STRIPE_WS}
+    customer = stripe_event_body(
+        "customer.created", obj=stripe_customer(id="cus_p", metadata=stripe_meta), created=T0
+    )
+    accepted(s.stripe(customer), "customer.created")
+    checkout = stripe_checkout_session(
+        customer="cus_p", subscription="sub_p", client_reference_id=STRIPE_WS
+    )
+    accepted(
+        s.stripe(stripe_event_body("checkout.session.completed", obj=checkout, created=T0 + 1)),
+        "checkout.session.completed",
+    )
+    for n, (event_type, status) in enumerate(
+        [("customer.subscription.created", "active"), ("customer.subscription.updated", "past_due")]
+    ):
+        sub = stripe_subscription(id="sub_p", customer="cus_p", status=status, metadata=stripe_meta)
+        accepted(s.stripe(stripe_event_body(event_type, obj=sub, created=T0 + 2 + n)), event_type)
+    assert s.stripe(customer).json()["status"] == "duplicate"
+    assert s.stripe(customer, WRONG_STRIPE_SECRET).json()["error"] == "invalid_signature"
+
+    polar_customer_id = "5b7e2a1c-3d4f-4e5a-9b6c-7d8e9f0a1b2c"
+    accepted(
+        s.polar(
+            polar_event(
+                "customer.created", polar_customer(id=polar_customer_id, external_id=POLAR_WS)
+            )
+        ),
+        "polar customer.created",
+    )
+    polar_sub = polar_subscription(
+        id="8c9d0e1f-2a3b-4c5d-8e6f-7a8b9c0d1e2f",
+        customer_id=polar_customer_id,
+        external_customer_id=POLAR_WS,
+    )
+    accepted(s.polar(polar_event("subscription.created", polar_sub)), "subscription.created")
+    bad_polar = s.polar(polar_event("subscription.updated", polar_sub), WRONG_POLAR_SECRET)
+    assert bad_polar.json()["error"] == "invalid_signature"
+
+    override = {
+        "workspace_id": STRIPE_WS,
+        "kind": "manual_pilot",
+        "tier": "enterprise",
+        "expires_at": "2099-01-01T00:00:00Z",
+        "reason": f"pilot agreed with {OPERATOR_NAME} ({STRIPE_PII[0]})",
+        "actor": OPERATOR_EMAIL,
+    }
+    assert s.admin("POST", "/v1/admin/overrides", json=override).status_code == 201
+    revoke = {"reason": f"ended by {OPERATOR_NAME}", "actor": OPERATOR_EMAIL}
+    revoked = s.admin("DELETE", f"/v1/admin/overrides/{STRIPE_WS}/manual_pilot", json=revoke)
+    assert revoked.status_code == 200
+    enforce = {"mode": "enforce", "approved_by": APPROVER_EMAIL, "reason": f"{OPERATOR_NAME} ok"}
+    assert s.admin("PUT", "/v1/admin/enforcement", json=enforce).status_code == 200
+    assert s.admin("GET", "/v1/admin/quarantine").status_code == 200
+
+    for workspace in (STRIPE_WS, POLAR_WS):
+        assert s.read("GET", f"/v1/workspaces/{workspace}/entitlements").status_code == 200
+        assert s.read("GET", f"/v1/workspaces/{workspace}/history").status_code == 200
+        allowed = s.read("POST", f"/v1/workspaces/{workspace}/check", json={"action": "reads"})
+        assert allowed.json()["decision"] == "allow"
+    denied = s.read("POST", f"/v1/workspaces/{STRIPE_WS}/check", json={"action": "sso"})
+    assert denied.status_code == 402
+    as_of = s.read(
+        "GET",
+        f"/v1/workspaces/{STRIPE_WS}/entitlements",
+        params={"as_of": "1", "utm": QUERY_MARKER},
+        headers={"X-Note": HEADER_MARKER},
+    )
+    assert as_of.status_code == 200
+    # The provider fakes know neither credential: both refreshes fail there.
+    for workspace in (STRIPE_WS, POLAR_WS):
+        refreshed = s.read("POST", f"/v1/workspaces/{workspace}/refresh")
+        assert refreshed.status_code == 502, refreshed.text
+        assert refreshed.json()["error"] == "provider_error"
+    wrong = s.client.get(
+        f"/v1/workspaces/{STRIPE_WS}/entitlements",
+        headers={"Authorization": f"Bearer {WRONG_TOKEN}"},
+    )
+    assert wrong.status_code == 401
+    assert s.read("GET", "/v1/admin/quarantine").status_code == 403
+    assert s.client.get("/readyz").status_code == 200
+    return seqs
+
+
+def test_no_log_line_metric_or_answer_carries_personal_data_tokens_or_secrets(
+    tmp_path: Path, processes: Processes, fakes: tuple[str, str]
+) -> None:
+    config = _config(tmp_path, *fakes)
+    server = processes.serve(config, log_level="info")
+    session = Session(server.base_url)
+    try:
+        seqs = _lifecycle(session)
+        head = max(seqs.values())
+        wait_until(
+            lambda: any(
+                json.loads(line).get("msg") == "batch" and json.loads(line)["last_seq"] >= head
+                for line in server.log.read_text().splitlines()
+            ),
+            PROJECTED_TIMEOUT_S,
+            "the projection batch lines",
+        )
+        metrics = session.client.get("/metrics").text
+    finally:
+        session.client.close()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught.
+    assert stop_process(server.process) in (0, -signal.SIGTERM)
+    text = server.log.read_text()
+
+    # Structured: every line is one JSON object.
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    requests = [line for line in lines if line["msg"] == "request"]
+    # Exactly one line per request (the start-up /healthz polls are not this session's).
+    logged = Counter(line["route"] for line in requests if line["route"] != "/healthz")
+    sent = sum(n for path, n in session.sent.items() if path != "/healthz")
+    assert sum(logged.values()) == sent
+    for line in requests:
+        assert {"method", "route", "status", "latency_ms"} <= line.keys()
+        assert "?" not in line["route"]
+    webhooks = [line for line in requests if line["route"].startswith("/webhooks/")]
+    accepted = [line for line in webhooks if line.get("outcome") == "accepted"]
+    assert sorted(line["seq"] for line in accepted) == sorted(seqs.values())
+    for line in accepted:
+        assert line["provider"] in ("stripe", "polar")
+        assert line["status"] == 200
+        assert line["type"]
+    outcomes = Counter((line["provider"], line["outcome"]) for line in webhooks)
+    assert outcomes[("stripe", "duplicate")] == 1
+    assert outcomes[("stripe", "invalid_signature")] == 1
+    assert outcomes[("polar", "invalid_signature")] == 1
+    routes = {line["route"] for line in requests}
+    assert "/v1/workspaces/{workspace_id}/entitlements" in routes
+    assert "/v1/admin/overrides/{workspace_id}/{kind}" in routes
+    batches = [line for line in lines if line["msg"] == "batch"]
+    assert sum(batch["count"] for batch in batches) >= head
+
+    # The search: not one known string anywhere.
+    assert len(session.answers) > sent
+    for known in KNOWN:
+        assert known not in text, known
+        assert known not in metrics, known
+        for answer in session.answers:
+            assert known not in answer, (known, answer)

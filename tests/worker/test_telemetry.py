@@ -1,0 +1,159 @@
+"""The request middleware: one line and one observation per request, whatever happens.
+
+A small app with billhook's own exception handlers behind `RequestTelemetry`,
+served by a real uvicorn: a handler that adds fields, one that fails
+unexpectedly on a webhook path and elsewhere, a path no route matches.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from ingest.http import exception_handlers, log_fields
+from ingest.metrics import Metrics
+from tests.support import serve_in_thread
+from worker.telemetry import RequestTelemetry, route_templates
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def fields(self) -> list[dict[str, object]]:
+        return [dict(record.fields) for record in self.records]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    """Records of the `billhook.http` logger at INFO, whatever the process configured."""
+    logger = logging.getLogger("billhook.http")
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def annotated(request: Request) -> Response:
+    log_fields(request.scope).update(provider="stripe", seq=7)
+    return JSONResponse({"ok": True})
+
+
+async def broken_webhook(request: Request) -> Response:
+    raise RuntimeError("a bug that quotes a payload: ada@example.com")
+
+
+async def broken(request: Request) -> Response:
+    raise RuntimeError("a bug that quotes a payload: ada@example.com")
+
+
+def _app(metrics: Metrics) -> Starlette:
+    routes = [
+        Mount("/webhooks", routes=[Route("/{provider}", broken_webhook, methods=["POST"])]),
+        Mount("/v1", routes=[Route("/things/{thing_id}", annotated), Route("/boom", broken)]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestTelemetry, metrics=metrics, routes=routes)],
+        exception_handlers=exception_handlers(),
+    )
+
+
+def _exposition(metrics: Metrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+def _count(metrics: Metrics, route: str, status: str) -> float:
+    """Requests observed for `route` with `status` (a class, e.g. `2xx`), any method."""
+    total = 0.0
+    for family in text_string_to_metric_families(_exposition(metrics)):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_count") and (labels.get("route"), labels.get("status")) == (
+                route,
+                status,
+            ):
+                total += sample.value
+    return total
+
+
+def test_each_request_is_one_line_and_one_observation(lines: Lines) -> None:
+    metrics = Metrics()
+    with (
+        serve_in_thread(_app(metrics)) as url,
+        # uvicorn drops a connection after an exception escaped the app: one per request.
+        httpx.Client(base_url=url, timeout=10, headers={"Connection": "close"}) as client,
+    ):
+        assert client.get("/v1/things/th_1?q=ada@example.com").status_code == 200
+        webhook = client.post("/webhooks/stripe", content=b"{}")
+        assert webhook.status_code == 503
+        assert webhook.json()["error"] == "unavailable"
+        assert client.get("/v1/boom").status_code == 500
+        assert client.get("/v1/nothing/here").status_code == 404
+
+    assert lines.fields() == [
+        {
+            "method": "GET",
+            "route": "/v1/things/{thing_id}",
+            "status": 200,
+            "latency_ms": lines.fields()[0]["latency_ms"],
+            "provider": "stripe",
+            "seq": 7,
+        },
+        {
+            "method": "POST",
+            "route": "/webhooks/{provider}",
+            "status": 503,
+            "latency_ms": lines.fields()[1]["latency_ms"],
+            "error": "RuntimeError",
+        },
+        {
+            "method": "GET",
+            "route": "/v1/boom",
+            "status": 500,
+            "latency_ms": lines.fields()[2]["latency_ms"],
+            "error": "RuntimeError",
+        },
+        {
+            "method": "GET",
+            "route": "unmatched",
+            "status": 404,
+            "latency_ms": lines.fields()[3]["latency_ms"],
+        },
+    ]
+    assert [record.levelno for record in lines.records] == [
+        logging.INFO,
+        logging.WARNING,
+        logging.WARNING,
+        logging.INFO,
+    ]
+    assert _count(metrics, "/v1/things/{thing_id}", "2xx") == 1
+    assert _count(metrics, "/webhooks/{provider}", "5xx") == 1
+    assert _count(metrics, "/v1/boom", "5xx") == 1
+    assert _count(metrics, "unmatched", "4xx") == 1
+    assert "ada@example.com" not in _exposition(metrics)
+
+
+def test_an_endpoint_serving_two_templates_is_refused() -> None:
+    routes = [Route("/a/{x}", annotated), Mount("/b", routes=[Route("/{y}", annotated)])]
+    with pytest.raises(ValueError, match=re.escape("one endpoint serves /a/{x} and /b/{y}")):
+        route_templates(routes)
