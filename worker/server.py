@@ -36,6 +36,7 @@ from projections.store import PROJECTION_VERSION, ProjectionStore
 from worker.actors import declare
 from worker.broker import RedisWaker, make_broker
 from worker.embedded import EmbeddedProjector, wait_until_projected
+from worker.openapi import OpenApiRoute
 from worker.providers import sources
 from worker.refresh import RefreshRoute, RemoteRefresh
 
@@ -187,6 +188,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
+            *OpenApiRoute(settings).routes,
         ],
         exception_handlers={**exception_handlers(), **projection_exception_handlers()},
         lifespan=lifespan,
