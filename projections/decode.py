@@ -27,7 +27,7 @@ from projections.facts import (
     OverrideFact,
     SubscriptionFact,
 )
-from projections.times import to_us
+from projections.times import iso_seconds, to_us
 
 # Stripe subscription events; the rank orders same-second events (SPEC §5).
 STRIPE_SUBSCRIPTION_RANKS = {
@@ -155,16 +155,13 @@ def iso_to_us(value: str) -> int:
 
 def _iso_from_epoch(seconds: object) -> str | None:
     if isinstance(seconds, int) and not isinstance(seconds, bool):
-        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_seconds(datetime.fromtimestamp(seconds, tz=UTC))
     return None
 
 
 def _iso(value: object) -> str | None:
     if isinstance(value, str) and value:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_seconds(datetime.fromisoformat(value))
     return None
 
 
