@@ -69,35 +69,6 @@ def _error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
     return body
 
 
-ROUTES = [
-    ("GET", "/v1/workspaces/ws_1/entitlements", False),
-    ("GET", "/v1/workspaces/ws_1/history", False),
-    ("POST", "/v1/workspaces/ws_1/check", False),
-    ("POST", "/v1/admin/overrides", True),
-    ("DELETE", "/v1/admin/overrides/ws_1/manual_pilot", True),
-    ("PUT", "/v1/admin/enforcement", True),
-    ("GET", "/v1/admin/quarantine", True),
-]
-
-
-@pytest.mark.parametrize(("method", "path", "admin"), ROUTES)
-def test_tokens_and_scopes(api: Api, method: str, path: str, admin: bool) -> None:
-    for headers in (
-        {},
-        {"Authorization": "Bearer nope"},
-        {"Authorization": READ_TOKEN},
-        {"Authorization": "Basic x"},
-    ):
-        _error(api.client.request(method, path, headers=headers, json={}), 401, "unauthorized")
-    if admin:
-        _error(api.client.request(method, path, headers=READ, json={}), 403, "forbidden")
-    else:
-        assert (
-            api.client.request(method, path, headers=ADMIN, json={"action": "reads"}).status_code
-            == 200
-        )
-
-
 def test_unknown_workspace_is_on_the_default_tier(api: Api) -> None:
     body = api.get("ws_new").json()
     assert body == {
