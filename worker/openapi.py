@@ -44,7 +44,7 @@ AS_OF = {
     "required": False,
     "description": "a log seq, or an ISO 8601 time (UTC when it has no timezone): answer as "
     "of the last event at or before it, with time rules evaluated then; 400 when the seq "
-    "is not in the log",
+    "is not in the log or the time leaves the calendar once in UTC",
     "schema": {
         "anyOf": [
             {"type": "string", "pattern": "^[0-9]+$", "description": "a seq"},
