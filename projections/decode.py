@@ -110,7 +110,8 @@ def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
         return handler(event, payload, workspace_key)
     except DecodeError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    # OverflowError: a time that leaves the calendar once converted to UTC (year 1 at +01:00).
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
         raise DecodeError(f"{e.__class__.__name__}: {e}") from e
 
 
