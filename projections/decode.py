@@ -27,7 +27,7 @@ from projections.facts import (
     OverrideFact,
     SubscriptionFact,
 )
-from projections.times import to_us
+from projections.times import iso_seconds, to_us
 
 # Stripe subscription events; the rank orders same-second events (SPEC §5).
 STRIPE_SUBSCRIPTION_RANKS = {
@@ -114,7 +114,8 @@ def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
         return handler(event, payload, workspace_key)
     except DecodeError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    # OverflowError: a time that leaves the calendar once converted to UTC (year 1 at +01:00).
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
         raise DecodeError(f"{e.__class__.__name__}: {e}") from e
 
 
@@ -159,16 +160,13 @@ def iso_to_us(value: str) -> int:
 
 def _iso_from_epoch(seconds: object) -> str | None:
     if isinstance(seconds, int) and not isinstance(seconds, bool):
-        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_seconds(datetime.fromtimestamp(seconds, tz=UTC))
     return None
 
 
 def _iso(value: object) -> str | None:
     if isinstance(value, str) and value:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_seconds(datetime.fromisoformat(value))
     return None
 
 

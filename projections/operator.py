@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ingest.envelope import EventRecord, iso_utc
@@ -19,6 +19,7 @@ from projections.decode import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
 from projections.errors import InvalidAction
 from projections.facts import OVERRIDE_KINDS, OverrideFact
 from projections.store import ProjectionStore
+from projections.times import iso_seconds
 
 
 def _event(event_type: str, body: Mapping[str, Any], now: datetime) -> EventRecord:
@@ -56,7 +57,10 @@ def normalize_time(field: str, value: str | None) -> str | None:
         raise InvalidAction(
             field, f"field {field} must carry a timezone, e.g. 2027-01-01T00:00:00Z"
         )
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return iso_seconds(moment)
+    except OverflowError:  # year 1 at +01:00, year 9999 at -10:00: not a time in UTC
+        raise InvalidAction(field, f"field {field} is out of range") from None
 
 
 def override_set(

@@ -13,6 +13,9 @@ from projections.store import ProjectionStore
 from projections.times import parse_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The largest seq SQLite can store (a signed 64-bit INTEGER), and its length in digits.
+MAX_SEQ = 2**63 - 1
+MAX_SEQ_DIGITS = len(str(MAX_SEQ))
 
 
 def as_of_point(raw: str, log: EventLog) -> tuple[int, datetime]:
@@ -21,19 +24,24 @@ def as_of_point(raw: str, log: EventLog) -> tuple[int, datetime]:
     A seq is evaluated at the time it was committed; an ISO time at itself.
     """
     if raw.isascii() and raw.isdigit():
-        seq = int(raw)
+        # Past SQLite's 64-bit integers (and Python's digit limit) no seq can exist.
+        seq = int(raw) if len(raw) <= MAX_SEQ_DIGITS else MAX_SEQ + 1
         if seq == 0:
             return 0, EPOCH
-        event = log.get(seq)
+        event = log.get(seq) if seq <= MAX_SEQ else None
         if event is None:
-            raise InvalidAction("as_of", f"as_of: no event with seq {seq}")
+            raise InvalidAction("as_of", f"as_of: no event with seq {raw[:MAX_SEQ_DIGITS]}")
         return seq, parse_time(event.received_at)
     try:
         at = datetime.fromisoformat(raw)
     except ValueError:
         raise InvalidAction("as_of", "as_of must be a seq or an ISO 8601 time") from None
     at = at if at.tzinfo else at.replace(tzinfo=UTC)
-    return log.last_seq_at(iso_utc(at)), at
+    try:
+        instant = iso_utc(at)
+    except OverflowError:  # year 1 at +01:00, year 9999 at -10:00: not a time in UTC
+        raise InvalidAction("as_of", "as_of is out of range") from None
+    return log.last_seq_at(instant), at
 
 
 def entitlement_at(

@@ -15,6 +15,16 @@ def to_us(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def iso_seconds(moment: datetime) -> str:
+    """UTC ISO 8601 to the second with a `Z`; naive means UTC.
+
+    The year is always four digits: `strftime("%Y")` writes year 147 as `147`,
+    which `fromisoformat` then refuses.
+    """
+    m = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
+
+
 def parse_time(text: str) -> datetime:
     """An ISO 8601 time as an aware datetime (naive means UTC)."""
     moment = datetime.fromisoformat(text)

@@ -8,6 +8,7 @@ import pytest
 
 from ingest.log import EventLog
 from ingest.settings import Settings
+from tests.contract import contract_client
 from tests.support import make_settings, serve_in_thread
 from worker.server import create_app
 
@@ -33,5 +34,5 @@ def server(settings: Settings, event_log: EventLog) -> Iterator[str]:
 
 @pytest.fixture
 def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=10) as c:
+    with contract_client(server, timeout=10) as c:
         yield c

@@ -30,6 +30,7 @@ from worker.actors import declare
 from worker.broker import RedisWaker, make_broker
 from worker.checkout import CheckoutRoute
 from worker.embedded import EmbeddedProjector, wait_until_projected
+from worker.openapi import OpenApiRoute
 from worker.ops import DEFAULT_LAG_BOUNDS, PROBE_BUSY_TIMEOUT_S, LagBounds, Ops
 from worker.providers import sources
 from worker.refresh import RefreshRoute, RemoteRefresh
@@ -155,6 +156,7 @@ def create_app(
         Mount("/webhooks", routes=receiver.routes),
         Mount("/v1", routes=[*api.routes, *refresh.routes, *checkout.routes]),
         *ops.routes,
+        *OpenApiRoute(settings).routes,
     ]
     app = Starlette(
         routes=routes,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.log import EventLog
+from tests.contract import Contract, contract_hook
 from tests.support import make_settings, polar_headers, serve_in_thread, stripe_headers
 from worker.server import create_app
 
@@ -48,6 +49,15 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
+Hooks = dict[str, list[Callable[[httpx.Response], None]]]
+
+
+@pytest.fixture(scope="module")
+def contract(base_url: str) -> Hooks:
+    """httpx hooks checking each answer against the server's `/openapi.json`."""
+    return {"response": [contract_hook(Contract.of_server(base_url))]}
+
+
 def _check(response: httpx.Response) -> None:
     assert response.status_code in ALLOWED, (response.status_code, response.text)
     body = response.json()
@@ -66,7 +76,7 @@ def _check(response: httpx.Response) -> None:
     timestamp=st.integers(min_value=-(2**40), max_value=2**40) | st.just(None),
 )
 def test_stripe_receiver_never_fails(
-    base_url: str, body: bytes, header: bytes, sign: bool, timestamp: int | None
+    base_url: str, contract: Hooks, body: bytes, header: bytes, sign: bool, timestamp: int | None
 ) -> None:
     headers: list[tuple[bytes, bytes]] = [(b"Stripe-Signature", header)]
     if sign:
@@ -77,7 +87,7 @@ def test_stripe_receiver_never_fails(
         else:
             signed = stripe_headers(body, timestamp=timestamp)["Stripe-Signature"]
             headers = [(b"Stripe-Signature", signed.encode())]
-    with httpx.Client(base_url=base_url, timeout=10) as client:
+    with httpx.Client(base_url=base_url, timeout=10, event_hooks=contract) as client:
         _check(client.post("/webhooks/stripe", content=body, headers=headers))
 
 
@@ -91,7 +101,13 @@ def test_stripe_receiver_never_fails(
     sign=st.booleans(),
 )
 def test_polar_receiver_never_fails(
-    base_url: str, body: bytes, msg_id: bytes, stamp: bytes, signature: bytes, sign: bool
+    base_url: str,
+    contract: Hooks,
+    body: bytes,
+    msg_id: bytes,
+    stamp: bytes,
+    signature: bytes,
+    sign: bool,
 ) -> None:
     headers = [
         (b"webhook-id", msg_id),
@@ -106,5 +122,5 @@ def test_polar_receiver_never_fails(
         else:
             signed = polar_headers(body)
             headers = [(k.encode(), v.encode()) for k, v in signed.items()]
-    with httpx.Client(base_url=base_url, timeout=10) as client:
+    with httpx.Client(base_url=base_url, timeout=10, event_hooks=contract) as client:
         _check(client.post("/webhooks/polar", content=body, headers=headers))

@@ -14,6 +14,7 @@ import pytest
 
 from ingest.log import EventLog
 from ingest.settings import Settings
+from tests.contract import contract_client
 from tests.support import (
     POLAR_LEGACY_SECRET,
     POLAR_SECRET,
@@ -39,7 +40,7 @@ def frozen(tmp_path: Path) -> Iterator[tuple[httpx.Client, EventLog]]:
     log = EventLog(settings.events_path)
     with (
         serve_in_thread(create_app(settings, log=log, now=lambda: NOW)) as url,
-        httpx.Client(base_url=url, timeout=10) as client,
+        contract_client(url, timeout=10) as client,
     ):
         yield client, log
     log.close()
@@ -347,7 +348,7 @@ def test_body_at_the_limit_is_accepted_one_byte_over_is_refused(
     small: tuple[str, EventLog],
 ) -> None:
     url, log = small
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with contract_client(url, timeout=10) as client:
         fits = _event_of_size(SMALL_LIMIT)
         assert len(fits) == SMALL_LIMIT
         assert _stripe(client, fits, stripe_headers(fits)).status_code == 200
@@ -387,7 +388,7 @@ def test_provider_without_secrets_is_not_configured(tmp_path: Path) -> None:
     try:
         with (
             serve_in_thread(create_app(settings, log=log)) as url,
-            httpx.Client(base_url=url) as client,
+            contract_client(url) as client,
         ):
             body = stripe_event_body()
             _error(_stripe(client, body, stripe_headers(body)), 404, "provider_not_configured")

@@ -20,6 +20,7 @@ import pytest
 
 from ingest.log import EventLog
 from ingest.settings import Settings
+from tests.contract import contract_client
 from tests.support import (
     POLAR_LEGACY_SECRET,
     POLAR_SECRET,
@@ -106,7 +107,7 @@ def served(settings: Settings) -> Iterator[tuple[EventLog, httpx.Client]]:
     try:
         with (
             serve_in_thread(create_app(settings, log=log)) as url,
-            httpx.Client(base_url=url, timeout=30) as client,
+            contract_client(url, timeout=30) as client,
         ):
             yield log, client
     finally:
@@ -168,7 +169,7 @@ def test_a_full_filesystem_answers_503_then_recovers(tmp_path: Path) -> None:
         try:
             with (
                 serve_in_thread(create_app(settings, log=log)) as url,
-                httpx.Client(base_url=url, timeout=30) as client,
+                contract_client(url, timeout=30) as client,
             ):
                 _assert_accepted(_deliver(client, _event()))
                 fill(filler)
@@ -199,7 +200,7 @@ def test_a_lock_held_past_the_busy_timeout_answers_503_then_recovers(
     try:
         with (
             serve_in_thread(create_app(settings, log=log)) as url,
-            httpx.Client(base_url=url, timeout=30) as client,
+            contract_client(url, timeout=30) as client,
         ):
             event = _event()
             blocker.execute("BEGIN EXCLUSIVE")

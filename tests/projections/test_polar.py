@@ -167,3 +167,12 @@ def test_customer_link_arriving_after_the_subscription(feed: Feed, link: object)
 def test_metadata_links(feed: Feed, where: dict[str, object]) -> None:
     feed.polar(_body("subscription.active", _sub(external_customer_id=None, **where)))
     assert feed.entitlement("ws_1").tier == "team"
+
+
+def test_a_time_outside_utcs_calendar_is_quarantined_not_fatal(feed: Feed) -> None:
+    """Year 1 at +01:00 is before year 1 in UTC: the event is quarantined, the next applies."""
+    bad = _sub(current_period_end="0001-01-01T00:00:00+01:00")
+    feed.polar(polar_event("subscription.updated", bad))
+    assert [q.error for q in feed.store.quarantine()] == ["OverflowError: date value out of range"]
+    feed.polar(_body("subscription.active", _sub()))
+    assert feed.entitlement("ws_1").tier == "team"

@@ -32,6 +32,7 @@ from ingest.log import EventLog
 from ingest.settings import Settings, load_settings
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
+from tests.contract import contract_client
 from tests.stripe_payloads import stripe_subscription
 from tests.support import STRIPE_SECRET, free_port, stripe_event_body, stripe_headers
 
@@ -244,7 +245,7 @@ class Server:
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {READ_TOKEN}"}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+        return contract_client(self.base_url, headers=headers, timeout=10)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from stripe._http_client import HTTPClient
 from ingest.log import EventLog
 from ingest.settings import Settings, parse_settings
 from projections.decode import RECONCILED
+from tests.contract import contract_client
 from tests.fakes import Failure
 from tests.fakes.polar_api import PolarState, polar_fake, polar_product
 from tests.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
@@ -178,9 +179,7 @@ def deploy(tmp_path: Path) -> Iterator[DeploymentFactory]:
             app = create_app(settings, log=log, clock=lambda: NOW)
             url = stack.enter_context(serve_in_thread(app))
             client = stack.enter_context(
-                httpx.Client(
-                    base_url=url, headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=30
-                )
+                contract_client(url, headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=30)
             )
             return Deployment(stripe, polar, log, client)
 
