@@ -287,11 +287,16 @@ def schemas(settings: Settings) -> dict[str, Schema]:
                     "description": "`ok`, or what is wrong, per check (log, projections, broker)",
                     "additionalProperties": {"type": "string"},
                 },
+                "failing": {
+                    "type": "array",
+                    "description": "the checks that are not `ok`, sorted (only when not ready)",
+                    "items": enum(("log", "projections", "broker")),
+                },
                 "rebuilding": obj(
                     {"from_version": {"type": "integer"}, "to_version": {"type": "integer"}}
                 ),
             },
-            optional=("rebuilding",),
+            optional=("failing", "rebuilding"),
         ),
     }
 
