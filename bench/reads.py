@@ -26,7 +26,6 @@ import random
 import secrets
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,16 @@ from bench.entitlements import (
     wait_projected,
 )
 from bench.ingest import noise_pair, server_stack
-from bench.report import code_version, filesystem_of, finish, machine, now_utc
+from bench.report import (
+    Figure,
+    code_version,
+    command_line,
+    fail,
+    filesystem_of,
+    finish,
+    machine,
+    now_utc,
+)
 from bench.subscriptions import (
     DEFAULT_TIER,
     SubscriptionState,
@@ -523,7 +531,12 @@ def round_table(rounds: Sequence[Round]) -> list[str]:
 
 
 def document(
-    s: Summary, fed: Fed, rounds: Sequence[Round], options: Options, problems: Sequence[str]
+    s: Summary,
+    fed: Fed,
+    rounds: Sequence[Round],
+    options: Options,
+    problems: Sequence[str],
+    command: str,
 ) -> str:
     """The reads section of docs/performance.md."""
 
@@ -541,7 +554,7 @@ def document(
     lines = [
         "## Reads: entitlement GET and check requests/s ÷ minimal Starlette GET",
         "",
-        f"Measured {now_utc()} with `python -m bench reads` (part of `make bench`)."
+        f"Measured {now_utc()} with `{command}` (part of `make bench`)."
         f" Target (SPEC §11): ratio ≥ {TARGET_RATIO} each; GET {verdict('entitlements')},"
         f" check {verdict('check')}.",
         "",
@@ -598,9 +611,35 @@ def document(
     return "\n".join(lines)
 
 
+def figures(
+    s: Summary, rounds: Sequence[Round], command: str, problems: Sequence[str]
+) -> list[Figure]:
+    """The summary rows: each ratio and the rates behind it."""
+    return [
+        Figure(
+            key,
+            f"{s.ratios[kind]:.3f} ({label} {s.rates[kind]:,.0f} req/s ÷ minimal"
+            f" {s.rates['baseline']:,.0f} req/s; medians of {len(rounds)} rounds)",
+            s.met(kind),
+            command,
+            noise_pair(s.noise),
+            len(problems),
+        )
+        for key, kind, label in (
+            ("reads_get", "entitlements", "GET"),
+            ("reads_check", "check", "check"),
+        )
+    ]
+
+
+# The summary rows this benchmark writes.
+FIGURES = ("reads_get", "reads_check")
+
+
 def main(argv: Sequence[str]) -> int:
     """Run the reads benchmark; 0 when every run is valid, 1 otherwise."""
     options = parse_options(argv)
+    command = command_line("reads", argv)
     try:
         ensure_cores()
         if not SCRIPT.is_file():
@@ -608,8 +647,7 @@ def main(argv: Sequence[str]) -> int:
         wrk = ensure_wrk()
         fed, rounds = run_rounds(wrk, options)
     except BenchError as e:
-        print(f"bench reads: {e}", file=sys.stderr)
-        return 1
+        return fail("reads", e, FIGURES, command, options.write_docs)
     problems = problems_of(fed, rounds)
     summary = summarize(rounds)
     return finish(
@@ -617,5 +655,6 @@ def main(argv: Sequence[str]) -> int:
         summary_lines(summary, fed, options),
         problems,
         options.write_docs,
-        lambda: document(summary, fed, rounds, options, problems),
+        lambda: document(summary, fed, rounds, options, problems, command),
+        figures(summary, rounds, command, problems),
     )

@@ -54,18 +54,31 @@ def _succeeds(command: Sequence[str]) -> bool:
     return done.returncode == 0
 
 
-def ensure_wrk() -> str:
-    """The path of `wrk`, installing it with apt-get first if it is missing."""
-    found = shutil.which("wrk")
+def ensure_tool(command: str, package: str) -> str:
+    """The path of `command`, installing Debian's `package` with apt-get first if it is missing.
+
+    Raises BenchError (one line) when it is missing and cannot be installed.
+    """
+    found = shutil.which(command)
     if found:
         return found
-    print("bench: wrk is missing; installing it with apt-get", flush=True)
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if shutil.which("apt-get") is None:
+        raise BenchError(f"{command} is missing and there is no apt-get; install {package}")
+    print(f"bench: {command} is missing; installing {package} with apt-get", flush=True)
+    install = ["apt-get", "install", "-y", "-q", package]
     # A fresh machine may have no package lists yet: update once, then retry.
     for steps in ([install], [["apt-get", "update", "-q"], install]):
-        if all(_succeeds(step) for step in steps) and (found := shutil.which("wrk")):
+        if all(_succeeds(step) for step in steps) and (found := shutil.which(command)):
             return found
-    raise BenchError("wrk is missing and `apt-get install -y wrk` failed; install wrk and rerun")
+    raise BenchError(
+        f"{command} is missing and `apt-get update && apt-get install -y {package}` failed"
+        f" (root needed?); install {package} and rerun"
+    )
+
+
+def ensure_wrk() -> str:
+    """The path of `wrk`, installed with apt-get first if it is missing."""
+    return ensure_tool("wrk", "wrk")
 
 
 def ensure_cores() -> None:
