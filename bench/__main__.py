@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bench import ingest, ingest_latency, reads, redis_visibility, replay, visibility
 from bench.report import command_line, fail
+from bench.tools import BenchError, ensure_cores
 
 
 class Benchmark(Protocol):
@@ -61,6 +62,12 @@ def main(argv: Sequence[str]) -> int:
         names = ", ".join(BENCHMARKS)
         print(f"bench: unknown benchmark {argv[0]!r} (known: {names})", file=sys.stderr)
         return 2
+    try:
+        # Every benchmark pins to two cores: without them none can run, so say it once.
+        ensure_cores()
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
     statuses = {name: run(name, []) for name in BENCHMARKS}
     failed = [name for name, status in statuses.items() if status]
     if failed:

@@ -20,8 +20,6 @@ import sys
 from collections.abc import Sequence
 
 from bench import visibility
-from bench.entitlements import RESULTS
-from bench.ingest import server_stack
 from bench.report import (
     Figure,
     code_version,
@@ -31,8 +29,9 @@ from bench.report import (
     finish,
     machine,
     now_utc,
+    server_stack,
 )
-from bench.tools import BenchError, ensure_cores
+from bench.tools import RESULTS, BenchError, ensure_cores
 
 NAME = "ingest_latency"
 TARGET_P99_MS = 20.0

@@ -40,28 +40,36 @@ import redis
 
 from bench import visibility
 from bench.entitlements import (
-    RESULTS,
     base_url,
     billhook_command,
     billhook_toml,
-    int_between,
     percentile,
-    scratch_dir,
 )
-from bench.ingest import server_stack
-from bench.report import code_version, command_line, fail, filesystem_of, finish, machine, now_utc
+from bench.report import (
+    code_version,
+    command_line,
+    fail,
+    filesystem_of,
+    finish,
+    machine,
+    now_utc,
+    server_stack,
+)
 from bench.tools import (
     HOST,
     LOADGEN_CORE,
     REPO,
+    RESULTS,
     SERVER_CORE,
     BenchError,
     CpuSample,
     ensure_cores,
     ensure_tool,
     free_port,
+    int_between,
     pinned,
     sample_cpu,
+    scratch_dir,
     serve,
     stop,
 )

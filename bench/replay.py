@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import make_log
-from bench.entitlements import RESULTS, int_between
 from bench.lifecycles import POLAR_PRODUCTS
 from bench.report import (
     Figure,
@@ -49,10 +48,11 @@ from bench.report import (
     filesystem_of,
     finish,
     machine,
+    medians_of,
     now_utc,
 )
 from bench.subscriptions import PRICES
-from bench.tools import REPO, SERVER_CORE, BenchError, pinned, sample_cpu
+from bench.tools import REPO, RESULTS, SERVER_CORE, BenchError, int_between, pinned, sample_cpu
 
 TARGET_RATE = 50_000.0
 TARGET_RATIO = 0.5
@@ -602,8 +602,8 @@ def measure_all(options: Options) -> Summary:
 def figures(s: Summary, command: str) -> list[Figure]:
     """The summary rows: rate, ratio and peak RSS, with the figures behind them."""
     met = s.met()
-    noise = f"{s.noise:.0%}/n/a (core 0 only)"
-    rounds = f"medians of {len(s.rounds)} rounds"
+    noise = f"{s.noise:.0%} of core 0 (the only one it uses)"
+    rounds = medians_of(len(s.rounds))
     return [
         Figure(
             "replay_rate",
@@ -623,8 +623,8 @@ def figures(s: Summary, command: str) -> list[Figure]:
         ),
         Figure(
             "replay_rss",
-            f"{_mib(s.replay_rss)} (baseline {_mib(s.baseline_rss)}; largest of"
-            f" {len(s.rounds)} rounds)",
+            f"{_mib(s.replay_rss)} (baseline {_mib(s.baseline_rss)}; the largest of"
+            f" {len(s.rounds)} round(s))",
             met["rss"],
             command,
             noise,

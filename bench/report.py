@@ -10,6 +10,7 @@ benchmarks that did not run this time stay as they were, dated.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import shlex
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 from bench.tools import REPO
@@ -109,6 +111,16 @@ def code_version() -> str:
     return f"{head} + uncommitted changes" if dirty else head
 
 
+def server_stack() -> str:
+    """The uvicorn stack the servers run on (`auto` picks uvloop and httptools if present)."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return (
+        f"uvicorn {version('uvicorn')} ({loop}, {http}), Starlette {version('starlette')},"
+        f" stripe {version('stripe')}"
+    )
+
+
 def now_utc() -> str:
     """The current time, as the documents print it."""
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -174,6 +186,11 @@ class Figure:
             return "not measured"
         verdict = "met" if self.met else "**missed**"
         return verdict + (f" ({self.problems} problems: see its section)" if self.problems else "")
+
+
+def medians_of(rounds: int) -> str:
+    """How a summary row says what its figures are, e.g. `medians of 5 rounds`."""
+    return "1 round" if rounds == 1 else f"medians of {rounds} rounds"
 
 
 def not_measured(keys: Sequence[str], command: str, why: str) -> list[Figure]:

@@ -28,17 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.entitlements import (
-    RESULTS,
     base_url,
     billhook_command,
     billhook_toml,
     feed,
-    int_between,
     percentile,
-    scratch_dir,
     wait_projected,
 )
-from bench.ingest import server_stack
 from bench.report import (
     Figure,
     code_version,
@@ -48,16 +44,20 @@ from bench.report import (
     finish,
     machine,
     now_utc,
+    server_stack,
 )
 from bench.subscriptions import event_body, period_end_from_now
 from bench.tools import (
     LOADGEN_CORE,
+    RESULTS,
     BenchError,
     CpuSample,
     ensure_cores,
     free_port,
+    int_between,
     pinned,
     sample_cpu,
+    scratch_dir,
     serve,
 )
 from bench.visibility_load import initial_state
