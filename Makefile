@@ -24,7 +24,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
 types: $(VENV)/.installed
-	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy $(PACKAGES) bench
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest

@@ -9,24 +9,20 @@ checkpoint the answer was read at) reaches them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.subscriptions import PRICES, signed_headers
-from bench.tools import HOST, REPO, BenchError
+from bench.tools import HOST, BenchError
 
-RESULTS = REPO / "bench" / "results"
 WEBHOOK_PATH = "/webhooks/stripe"
 # The workspace whose answer carries `as_of_seq` to everybody who asks: no events about it.
 PROBE_WORKSPACE = "ws_probe"
@@ -35,18 +31,6 @@ FEED_CONCURRENCY = 32
 # How long a fed server may take to project everything it acknowledged.
 PROJECT_TIMEOUT_S = 120.0
 HTTP_TIMEOUT_S = 30.0
-
-
-def int_between(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer from `low` to `high`."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
-        return value
-
-    return parse
 
 
 def billhook_toml(data_dir: Path, *, secret: str, token: str) -> str:
@@ -96,18 +80,6 @@ def bearer(token: str) -> dict[str, str]:
 
 def entitlements_path(workspace: str) -> str:
     return f"/v1/workspaces/{workspace}/entitlements"
-
-
-@contextmanager
-def scratch_dir(prefix: str) -> Iterator[Path]:
-    """A temporary directory under bench/results (git-ignored), removed afterwards."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix=prefix, dir=RESULTS) as tmp:
-            yield Path(tmp)
-    finally:
-        if not any(RESULTS.iterdir()):
-            RESULTS.rmdir()
 
 
 async def _deliver(client: httpx.AsyncClient, body: str, secret: str) -> int:

@@ -14,38 +14,51 @@ latencies are wrk's per-round p50/p99, medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import secrets
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from bench.deliveries import Pool, write_pool
-from bench.report import code_version, filesystem_of, finish, machine, now_utc
+from bench.report import (
+    Figure,
+    code_version,
+    command_line,
+    fail,
+    filesystem_of,
+    finish,
+    machine,
+    medians_of,
+    now_utc,
+    server_stack,
+)
 from bench.tools import (
     HOST,
-    REPO,
+    RESULTS,
     BenchError,
     CpuUse,
+    WrkRun,
+    cpu_pair,
     ensure_cores,
     ensure_wrk,
     free_port,
+    int_between,
+    noise_note,
+    noise_pair,
+    noisy,
     run_wrk_against,
+    scratch_dir,
     serve,
     wrk_figures,
 )
 
 SCRIPT = Path(__file__).resolve().parent / "replay.lua"
-RESULTS = REPO / "bench" / "results"
 WEBHOOK_PATH = "/webhooks/stripe"
 TARGET_RATIO = 0.6
 # An unmeasured baseline run first: it warms the machine and bounds the rate to expect.
@@ -60,8 +73,6 @@ BILLHOOK_HEADROOM = 2.0
 # ...within these bounds (the upper one keeps wrk's memory to about a gigabyte).
 POOL_MIN = 5_000
 POOL_MAX = 300_000
-# Above this share of a core used by other processes, the figures are flagged as noisy.
-NOISE_WARNING = 0.10
 
 
 @dataclass(frozen=True)
@@ -75,49 +86,28 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Load:
-    """One wrk run, as bench/replay.lua counted it."""
+class Load(WrkRun):
+    """One wrk run, as bench/replay.lua counted it (`ok`: 2xx responses)."""
 
-    duration_s: float
-    responses: int
     non_2xx: int
-    socket_errors: int
     accepted: int
     duplicate: int
     sent: int
     pool: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    cpu: CpuUse
 
     @classmethod
     def from_wrk(cls, raw: Mapping[str, Any], cpu: CpuUse) -> Load:
         """Read the JSON line bench/replay.lua's `done()` prints, with the server's CPU use."""
         return cls(
             **wrk_figures(raw),
+            ok=raw["requests"] - raw["non_2xx"],
+            cpu=cpu,
             non_2xx=raw["non_2xx"],
             accepted=raw["accepted"],
             duplicate=raw["duplicate"],
             sent=raw["sent"],
             pool=raw["pool"],
-            cpu=cpu,
         )
-
-    @property
-    def ok(self) -> int:
-        """2xx responses."""
-        return self.responses - self.non_2xx
-
-    @property
-    def rate(self) -> float:
-        """2xx responses per second."""
-        return self.ok / self.duration_s
-
-    @property
-    def cpu_us(self) -> float:
-        """Server CPU time per 2xx response, in microseconds (all its threads)."""
-        return self.cpu.server * 1e6 / max(self.rate, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -183,24 +173,12 @@ class Summary:
         return self.ratio >= TARGET_RATIO
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer from `low` to `high`."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
-        return value
-
-    return parse
-
-
 def parse_options(argv: Sequence[str]) -> Options:
     """Options from the command line (`python -m bench ingest --help`)."""
     parser = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__)
-    parser.add_argument("--rounds", type=_int_between(1, 50), default=5, metavar="N")
-    parser.add_argument("--duration", type=_int_between(1, 300), default=8, metavar="SECONDS")
-    parser.add_argument("--connections", type=_int_between(1, 1024), default=32, metavar="N")
+    parser.add_argument("--rounds", type=int_between(1, 50), default=5, metavar="N")
+    parser.add_argument("--duration", type=int_between(1, 300), default=8, metavar="SECONDS")
+    parser.add_argument("--connections", type=int_between(1, 1024), default=32, metavar="N")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(list(argv))
     return Options(args.rounds, args.duration, args.connections, not args.no_docs)
@@ -316,12 +294,6 @@ def round_problems(r: Round, connections: int) -> list[str]:
     return [f"{label}: {message}" for failed, message in checks if failed]
 
 
-def cpu_pair(load: Load) -> str:
-    """The server's (its event loop's) and wrk's shares of their cores, e.g. `99% (80%)/41%`."""
-    cpu = load.cpu
-    return f"{cpu.server:.0%} ({cpu.server_loop:.0%})/{cpu.loadgen:.0%}"
-
-
 def describe_round(r: Round) -> str:
     """One progress line for a finished round."""
     b, m = r.billhook, r.baseline
@@ -330,25 +302,9 @@ def describe_round(r: Round) -> str:
         f" | minimal {m.rate:,.0f}/s p50 {m.p50_ms:.1f} ms p99 {m.p99_ms:.1f} ms"
         f" | ratio {r.ratio:.3f} | log {r.log.rows:,} rows = {b.accepted:,} accepted"
         f" + {r.in_flight} in flight at stop; {r.log.commits:,} commits"
-        f" | CPU server (loop)/wrk: billhook {cpu_pair(b)}, minimal {cpu_pair(m)};"
+        f" | CPU server (loop)/wrk: billhook {cpu_pair(b.cpu)}, minimal {cpu_pair(m.cpu)};"
         f" other processes {noise_pair(r.noise)} of cores 0/1"
     )
-
-
-@contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A temporary directory under bench/results (git-ignored, on the project's disk).
-
-    The event logs live there, so their fsyncs hit the disk a real data_dir
-    would, not a tmpfs. Everything is removed afterwards, however the run ends.
-    """
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="ingest-", dir=RESULTS) as tmp:
-            yield Path(tmp)
-    finally:
-        if not any(RESULTS.iterdir()):
-            RESULTS.rmdir()
 
 
 @dataclass(frozen=True)
@@ -385,7 +341,7 @@ def run_round(session: Session, number: int, expected: float) -> Round:
 def run_rounds(wrk: str, options: Options) -> list[Round]:
     """Warm up, then alternate billhook and baseline runs; everything in one scratch dir."""
     rounds: list[Round] = []
-    with scratch_dir() as work:
+    with scratch_dir("ingest-") as work:
         session = Session(
             wrk, work, "whsec_bench_" + secrets.token_hex(16), secrets.token_hex(5), options
         )
@@ -426,16 +382,6 @@ def summarize(rounds: Sequence[Round]) -> Summary:
     )
 
 
-def server_stack() -> str:
-    """The uvicorn stack both servers run on (`auto` picks uvloop and httptools if present)."""
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return (
-        f"uvicorn {version('uvicorn')} ({loop}, {http}), Starlette {version('starlette')},"
-        f" stripe {version('stripe')}"
-    )
-
-
 def summary_lines(s: Summary, options: Options) -> list[str]:
     """The figures as printed at the end of the run."""
     verdict = "met" if s.met else "MISSED"
@@ -452,31 +398,8 @@ def summary_lines(s: Summary, options: Options) -> list[str]:
         f"  ratio (median of per-round ratios) {s.ratio:.3f}; target >= {TARGET_RATIO}: {verdict}",
         f"  log: {s.rows:,} rows in {s.commits:,} commits"
         f" ({s.rows / max(s.commits, 1):.1f} events per commit/fsync)",
-        *([noise_note(s)] if noisy(s) else []),
+        *([noise_note(s.noise)] if noisy(s.noise, s.loadgen_peak) else []),
     ]
-
-
-def noise_pair(noise: tuple[float, float]) -> str:
-    """Other processes' shares of cores 0 and 1, e.g. `2%/35%`."""
-    return f"{noise[0]:.0%}/{noise[1]:.0%}"
-
-
-def noisy(s: Summary) -> bool:
-    """Whether other processes took enough of a benchmark core to disturb the figures.
-
-    Any share of the server's core counts; on wrk's core, only what could
-    have left wrk short of CPU.
-    """
-    server_core, loadgen_core = s.noise
-    return server_core > NOISE_WARNING or loadgen_core + s.loadgen_peak > 1 - NOISE_WARNING
-
-
-def noise_note(s: Summary) -> str:
-    """A warning that other processes competed for the benchmark's cores."""
-    return (
-        f"  note: other processes used up to {noise_pair(s.noise)} of cores 0/1;"
-        " the figures are noisy (rerun on an idle machine)"
-    )
 
 
 def round_table(rounds: Sequence[Round]) -> list[str]:
@@ -494,19 +417,21 @@ def round_table(rounds: Sequence[Round]) -> list[str]:
             f"| {r.number} | {b.rate:,.0f} | {m.rate:,.0f} | {r.ratio:.3f}"
             f" | {b.p50_ms:.1f} / {b.p99_ms:.1f} | {m.p50_ms:.1f} / {m.p99_ms:.1f}"
             f" | {r.log.rows:,} ({b.accepted:,} + {r.in_flight}) | {r.log.commits:,}"
-            f" | {cpu_pair(b)} | {cpu_pair(m)} | {noise_pair(r.noise)} |"
+            f" | {cpu_pair(b.cpu)} | {cpu_pair(m.cpu)} | {noise_pair(r.noise)} |"
         )
     return lines
 
 
-def document(s: Summary, rounds: Sequence[Round], options: Options, problems: Sequence[str]) -> str:
+def document(
+    s: Summary, rounds: Sequence[Round], options: Options, problems: Sequence[str], command: str
+) -> str:
     """The ingest section of docs/performance.md."""
     verdict = "**met**" if s.met else "**missed**"
     lines = [
         "## Ingest: signed Stripe events/s ÷ minimal Starlette POST",
         "",
-        f"Measured {now_utc()} with `make bench`. Target (SPEC §11): ratio ≥ {TARGET_RATIO}"
-        f", {verdict}.",
+        f"Measured {now_utc()} with `{command}` (part of `make bench`). Target (SPEC §11):"
+        f" ratio ≥ {TARGET_RATIO}, {verdict}.",
         "",
         f"- Machine: {machine()}; event log on {filesystem_of(RESULTS)}.",
         f"- Code: {code_version()}; `billhook serve` with its default settings"
@@ -546,7 +471,7 @@ def document(s: Summary, rounds: Sequence[Round], options: Options, problems: Se
         " and of core 1 during the round (noise).",
         "",
         f"Noise: other processes used up to {noise_pair(s.noise)} of cores 0/1"
-        + (" (figures disturbed)." if noisy(s) else "."),
+        + (" (figures disturbed)." if noisy(s.noise, s.loadgen_peak) else "."),
         "",
         "Problems: " + ("; ".join(problems) if problems else "none (no non-2xx, no duplicates)."),
     ]
@@ -561,15 +486,32 @@ def prepare() -> str:
     return ensure_wrk()
 
 
+def figure(s: Summary, rounds: Sequence[Round], command: str, problems: Sequence[str]) -> Figure:
+    """The summary row: the ratio and the rates behind it."""
+    return Figure(
+        "ingest_ratio",
+        f"{s.ratio:.3f} (billhook {s.billhook_rate:,.0f} events/s ÷ minimal"
+        f" {s.baseline_rate:,.0f} req/s; {medians_of(len(rounds))})",
+        s.met,
+        command,
+        noise_pair(s.noise),
+        len(problems),
+    )
+
+
+# The summary rows this benchmark writes.
+FIGURES = ("ingest_ratio",)
+
+
 def main(argv: Sequence[str]) -> int:
     """Run the ingest benchmark; 0 when every round is valid, 1 otherwise."""
     options = parse_options(argv)
+    command = command_line("ingest", argv)
     try:
         wrk = prepare()
         rounds = run_rounds(wrk, options)
     except BenchError as e:
-        print(f"bench ingest: {e}", file=sys.stderr)
-        return 1
+        return fail("ingest", e, FIGURES, command, options.write_docs)
     problems = [p for r in rounds for p in round_problems(r, options.connections)]
     summary = summarize(rounds)
     return finish(
@@ -577,5 +519,6 @@ def main(argv: Sequence[str]) -> int:
         summary_lines(summary, options),
         problems,
         options.write_docs,
-        lambda: document(summary, rounds, options, problems),
+        lambda: document(summary, rounds, options, problems, command),
+        [figure(summary, rounds, command, problems)],
     )

@@ -786,6 +786,25 @@ def _polar_customer_holes(customer: dict[str, Any]) -> None:
     )
 
 
+def _polar_subscription_holes(sub: dict[str, Any]) -> None:
+    """Turn the fields a subscription and a customer state's entry share into holes, in place."""
+    sub.update(
+        created_at=hole("sub_created"),
+        started_at=hole("sub_created"),
+        metadata=hole("metadata"),
+        status=hole("status"),
+        amount=hole("amount"),
+        current_period_start=hole("period_start"),
+        current_period_end=hole("period_end"),
+        trial_start=hole("trial_start"),
+        trial_end=hole("trial_end"),
+        cancel_at_period_end=hole("cancel_at_period_end"),
+        canceled_at=hole("canceled_at"),
+        ends_at=hole("ends_at"),
+        seats=hole("seats"),
+    )
+
+
 def _polar_subscription_object(product: str) -> dict[str, Any]:
     """A Polar subscription to `product`, its values holes."""
     seat_based = POLAR_PRODUCTS[product][2]
@@ -797,25 +816,13 @@ def _polar_subscription_object(product: str) -> dict[str, Any]:
         recurring_interval=interval,
     )
     _polar_customer_holes(sub["customer"])
+    _polar_subscription_holes(sub)
     sub.update(
-        created_at=hole("sub_created"),
         modified_at=hole("modified_at"),
-        amount=hole("amount"),
-        status=hole("status"),
-        current_period_start=hole("period_start"),
-        current_period_end=hole("period_end"),
-        trial_start=hole("trial_start"),
-        trial_end=hole("trial_end"),
-        cancel_at_period_end=hole("cancel_at_period_end"),
-        canceled_at=hole("canceled_at"),
-        started_at=hole("sub_created"),
-        ends_at=hole("ends_at"),
         ended_at=hole("ended_at"),
         past_due_at=hole("past_due_at"),
         customer_id=hole("cus"),
         checkout_id=hole("checkout"),
-        seats=hole("seats"),
-        metadata=hole("metadata"),
         customer_cancellation_reason=hole("cancellation_reason"),
     )
     return sub
@@ -845,21 +852,7 @@ def _polar_state_entry(product: str) -> Template:
         seats=1 if POLAR_PRODUCTS[product][2] else None,
         recurring_interval=POLAR_PRODUCTS[product][1],
     )
-    entry.update(
-        created_at=hole("sub_created"),
-        started_at=hole("sub_created"),
-        metadata=hole("metadata"),
-        status=hole("status"),
-        amount=hole("amount"),
-        current_period_start=hole("period_start"),
-        current_period_end=hole("period_end"),
-        trial_start=hole("trial_start"),
-        trial_end=hole("trial_end"),
-        cancel_at_period_end=hole("cancel_at_period_end"),
-        canceled_at=hole("canceled_at"),
-        ends_at=hole("ends_at"),
-        seats=hole("seats"),
-    )
+    _polar_subscription_holes(entry)
     return Template(entry)
 
 

@@ -26,7 +26,6 @@ import random
 import secrets
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,20 +33,27 @@ from pathlib import Path
 from typing import Any
 
 from bench.entitlements import (
-    RESULTS,
     base_url,
     billhook_command,
     billhook_toml,
     feed,
     fetch_all,
-    int_between,
     minimal_command,
     mismatch,
-    scratch_dir,
     wait_projected,
 )
-from bench.ingest import noise_pair, server_stack
-from bench.report import code_version, filesystem_of, finish, machine, now_utc
+from bench.report import (
+    Figure,
+    code_version,
+    command_line,
+    fail,
+    filesystem_of,
+    finish,
+    machine,
+    medians_of,
+    now_utc,
+    server_stack,
+)
 from bench.subscriptions import (
     DEFAULT_TIER,
     SubscriptionState,
@@ -55,12 +61,20 @@ from bench.subscriptions import (
     period_end_from_now,
 )
 from bench.tools import (
+    RESULTS,
     BenchError,
     CpuUse,
+    WrkRun,
+    cpu_pair,
     ensure_cores,
     ensure_wrk,
     free_port,
+    int_between,
+    noise_note,
+    noise_pair,
+    noisy,
     run_wrk_against,
+    scratch_dir,
     serve,
     wrk_figures,
 )
@@ -71,8 +85,6 @@ WARMUP_S = 2
 # What the loads are called, in the order of the first round.
 KINDS = ("entitlements", "check", "baseline")
 CHECK_ACTION = "ai_imports"
-# Above this share of a core used by other processes, the figures are flagged as noisy.
-NOISE_WARNING = 0.10
 # Below this share of core 0, a baseline run was not server-bound (said in the report).
 BASELINE_BOUND = 0.95
 # The feed: created statuses, then the updates about half of the workspaces get.
@@ -106,43 +118,25 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Run:
-    """One wrk run, as bench/reads.lua counted it, with the CPU the server used."""
+class Run(WrkRun):
+    """One wrk run, as bench/reads.lua counted it (`ok`: 200 responses)."""
 
-    duration_s: float
-    responses: int
-    ok: int
     non_200: int
-    socket_errors: int
     as_of: int
     allow: int
     would_deny: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    cpu: CpuUse
 
     @classmethod
     def from_wrk(cls, raw: Mapping[str, Any], cpu: CpuUse) -> Run:
         return cls(
             **wrk_figures(raw),
             ok=raw["ok"],
+            cpu=cpu,
             non_200=raw["non_200"],
             as_of=raw["as_of"],
             allow=raw["allow"],
             would_deny=raw["would_deny"],
-            cpu=cpu,
         )
-
-    @property
-    def rate(self) -> float:
-        """200 responses per second."""
-        return self.ok / self.duration_s
-
-    @property
-    def cpu_us(self) -> float:
-        """Server CPU time per 200 response, in microseconds (all its threads)."""
-        return self.cpu.server * 1e6 / max(self.rate, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -303,15 +297,10 @@ def measure(
     return Run.from_wrk(raw, cpu)
 
 
-def cpu_pair(run: Run) -> str:
-    cpu = run.cpu
-    return f"{cpu.server:.0%} ({cpu.server_loop:.0%})/{cpu.loadgen:.0%}"
-
-
 def describe_round(r: Round) -> str:
     parts = [
         f"{kind} {run.rate:,.0f}/s p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms"
-        f" CPU {cpu_pair(run)}"
+        f" CPU {cpu_pair(run.cpu)}"
         for kind, run in ((k, r.runs[k]) for k in KINDS)
     ]
     return (
@@ -453,11 +442,6 @@ def baseline_note(rounds: Sequence[Round]) -> str:
     )
 
 
-def noisy(s: Summary) -> bool:
-    server_core, loadgen_core = s.noise
-    return server_core > NOISE_WARNING or loadgen_core + s.loadgen_peak > 1 - NOISE_WARNING
-
-
 LABELS = {
     "entitlements": "billhook GET entitlements",
     "check": "billhook POST check",
@@ -492,11 +476,8 @@ def summary_lines(s: Summary, fed: Fed, options: Options) -> list[str]:
         )
         + f"; checks: {s.allow:,} allow, {s.would_deny:,} would_deny (observe mode)"
     )
-    if noisy(s):
-        lines.append(
-            f"  note: other processes used up to {noise_pair(s.noise)} of cores 0/1;"
-            " the figures are noisy (rerun on an idle machine)"
-        )
+    if noisy(s.noise, s.loadgen_peak):
+        lines.append(noise_note(s.noise))
     return lines
 
 
@@ -517,13 +498,18 @@ def round_table(rounds: Sequence[Round]) -> list[str]:
             f" | {r.ratio('entitlements'):.3f} | {r.ratio('check'):.3f}"
             f" | {g.p50_ms:.2f} / {g.p99_ms:.2f} | {c.p50_ms:.2f} / {c.p99_ms:.2f}"
             f" | {m.p50_ms:.2f} / {m.p99_ms:.2f}"
-            f" | {cpu_pair(g)}, {cpu_pair(c)}, {cpu_pair(m)} | {noise_pair(r.noise)} |"
+            f" | {cpu_pair(g.cpu)}, {cpu_pair(c.cpu)}, {cpu_pair(m.cpu)} | {noise_pair(r.noise)} |"
         )
     return lines
 
 
 def document(
-    s: Summary, fed: Fed, rounds: Sequence[Round], options: Options, problems: Sequence[str]
+    s: Summary,
+    fed: Fed,
+    rounds: Sequence[Round],
+    options: Options,
+    problems: Sequence[str],
+    command: str,
 ) -> str:
     """The reads section of docs/performance.md."""
 
@@ -541,7 +527,7 @@ def document(
     lines = [
         "## Reads: entitlement GET and check requests/s ÷ minimal Starlette GET",
         "",
-        f"Measured {now_utc()} with `python -m bench reads` (part of `make bench`)."
+        f"Measured {now_utc()} with `{command}` (part of `make bench`)."
         f" Target (SPEC §11): ratio ≥ {TARGET_RATIO} each; GET {verdict('entitlements')},"
         f" check {verdict('check')}.",
         "",
@@ -590,7 +576,7 @@ def document(
         " and of core 1 during the round (noise; the idle server of the pair counts here).",
         "",
         f"Noise: other processes used up to {noise_pair(s.noise)} of cores 0/1"
-        + (" (figures disturbed)." if noisy(s) else ".")
+        + (" (figures disturbed)." if noisy(s.noise, s.loadgen_peak) else ".")
         + baseline_note(rounds),
         "",
         "Problems: " + ("; ".join(problems) if problems else "none."),
@@ -598,9 +584,35 @@ def document(
     return "\n".join(lines)
 
 
+def figures(
+    s: Summary, rounds: Sequence[Round], command: str, problems: Sequence[str]
+) -> list[Figure]:
+    """The summary rows: each ratio and the rates behind it."""
+    return [
+        Figure(
+            key,
+            f"{s.ratios[kind]:.3f} ({label} {s.rates[kind]:,.0f} req/s ÷ minimal"
+            f" {s.rates['baseline']:,.0f} req/s; {medians_of(len(rounds))})",
+            s.met(kind),
+            command,
+            noise_pair(s.noise),
+            len(problems),
+        )
+        for key, kind, label in (
+            ("reads_get", "entitlements", "GET"),
+            ("reads_check", "check", "check"),
+        )
+    ]
+
+
+# The summary rows this benchmark writes.
+FIGURES = ("reads_get", "reads_check")
+
+
 def main(argv: Sequence[str]) -> int:
     """Run the reads benchmark; 0 when every run is valid, 1 otherwise."""
     options = parse_options(argv)
+    command = command_line("reads", argv)
     try:
         ensure_cores()
         if not SCRIPT.is_file():
@@ -608,8 +620,7 @@ def main(argv: Sequence[str]) -> int:
         wrk = ensure_wrk()
         fed, rounds = run_rounds(wrk, options)
     except BenchError as e:
-        print(f"bench reads: {e}", file=sys.stderr)
-        return 1
+        return fail("reads", e, FIGURES, command, options.write_docs)
     problems = problems_of(fed, rounds)
     summary = summarize(rounds)
     return finish(
@@ -617,5 +628,6 @@ def main(argv: Sequence[str]) -> int:
         summary_lines(summary, fed, options),
         problems,
         options.write_docs,
-        lambda: document(summary, fed, rounds, options, problems),
+        lambda: document(summary, fed, rounds, options, problems, command),
+        figures(summary, rounds, command, problems),
     )

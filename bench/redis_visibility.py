@@ -25,7 +25,6 @@ import math
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -41,27 +40,36 @@ import redis
 
 from bench import visibility
 from bench.entitlements import (
-    RESULTS,
     base_url,
     billhook_command,
     billhook_toml,
-    int_between,
     percentile,
-    scratch_dir,
 )
-from bench.ingest import server_stack
-from bench.report import code_version, filesystem_of, finish, machine, now_utc
+from bench.report import (
+    code_version,
+    command_line,
+    fail,
+    filesystem_of,
+    finish,
+    machine,
+    now_utc,
+    server_stack,
+)
 from bench.tools import (
     HOST,
     LOADGEN_CORE,
     REPO,
+    RESULTS,
     SERVER_CORE,
     BenchError,
     CpuSample,
     ensure_cores,
+    ensure_tool,
     free_port,
+    int_between,
     pinned,
     sample_cpu,
+    scratch_dir,
     serve,
     stop,
 )
@@ -157,9 +165,7 @@ def _answers(url: str) -> bool:
 @contextmanager
 def own_redis(work: Path) -> Iterator[str]:
     """A throwaway redis-server on a free loopback port (no persistence); its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise BenchError(f"no Redis answers at {DEFAULT_REDIS_URL} and redis-server is missing")
+    binary = ensure_tool("redis-server", "redis-server")
     port = free_port()
     command = [binary, "--save", "", "--appendonly", "no", "--bind", HOST, "--port", str(port)]
     command += ["--dir", str(work)]
@@ -335,7 +341,7 @@ def summary_lines(m: Measured, options: Options) -> list[str]:
     return lines
 
 
-def document(m: Measured, options: Options, problems: Sequence[str]) -> str:
+def document(m: Measured, options: Options, problems: Sequence[str], command: str) -> str:
     """The redis_visibility section of docs/performance.md."""
     r, base = m.result, options.base
     raw = r.raw
@@ -354,7 +360,7 @@ def document(m: Measured, options: Options, problems: Sequence[str]) -> str:
     lines = [
         "## Visibility via Redis: ack → visible at 500 events/s, projected by `billhook worker`",
         "",
-        f"Measured {now_utc()} with `python -m bench redis_visibility` (part of `make bench`)."
+        f"Measured {now_utc()} with `{command}` (part of `make bench`)."
         f" Target (SPEC §11): p99 < {TARGET_P99_MS:.0f} ms via the Redis worker, {verdict}.",
         "",
         f"- Machine: {machine()}; data dir on {filesystem_of(RESULTS)}.",
@@ -374,54 +380,50 @@ def document(m: Measured, options: Options, problems: Sequence[str]) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| events sent / acked (2xx) | {raw['sent']:,} / {raw['acked']:,} |",
-        f"| achieved send rate | {r.send_rate:,.1f} events/s (asked {base.rate}/s; send lag"
-        f" p99 {r.lag(99):.2f} ms) |",
-        f"| **ack → visible** p50 / p95 / p99 / max | {r.visible(50):.2f} / {r.visible(95):.2f}"
-        f" / **{r.visible(99):.2f}** / {max(raw['visible_ms'], default=0):.2f} ms |",
-        f"| send → ack (durable) p50 / p95 / p99 | {r.ack(50):.2f} / {r.ack(95):.2f}"
-        f" / {r.ack(99):.2f} ms |",
+        *visibility.sent_rows(r, base),
+        visibility.visible_rows(r)[0],
+        visibility.ack_row(r),
         f"| ack → visible: max over the first second of the load / p99 over the rest"
         f" | {first:.2f} / {rest:.2f} ms |",
         f"| **dramatiq messages per 1,000 events** | **{m.messages_per_1000:.1f}**"
         f" ({m.wakeups:,.0f} wake-ups for {raw['acked']:,} events) |",
-        f"| resolution: poll cycle p50 / p99 | {r.cycle(50):.2f} / {r.cycle(99):.2f} ms"
-        f" ({raw['polls']:,} polls, round trip p50 {r.rtt(50):.2f} ms) |",
-        f"| read-backs of sampled events / missed | {raw['sampled']:,}"
-        f" / {len(raw['sample_failures'])} |",
-        f"| workspaces checked after the load / differing | {raw['final_checked']:,}"
-        f" / {len(raw['final_mismatches'])} |",
+        visibility.visible_rows(r)[1],
+        *visibility.check_rows(r),
         f"| CPU: server (its event loop) / worker / load generator | {r.server_cpu:.0%}"
         f" ({r.server_loop_cpu:.0%}) / {m.worker_cpu:.0%} / {r.loadgen_cpu:.0%} of a core |",
         f"| CPU of other processes (Redis included), core 0 / core 1 |"
         f" {r.others_server_core:.0%} / {r.others_loadgen_core:.0%} |",
         "",
-        "Resolution: an event counts as visible when the first poll that shows it answers, so"
-        " each figure may overstate the true delay by up to one poll cycle, never understate it."
-        " The first second is shown apart: when the load starts the worker has been idle, and"
+        visibility.RESOLUTION_NOTE
+        + " The first second is shown apart: when the load starts the worker has been idle, and"
         " dramatiq's Redis consumer, finding its queue empty, sleeps with an exponential backoff"
         " of up to its worker timeout before it looks again (1,000 ms unless `billhook worker`"
         " passes `worker_timeout`), so the first events of a burst may wait that long.",
         "",
-        "Problems: " + ("; ".join(problems) if problems else "none."),
+        visibility.problems_line(problems),
     ]
     return "\n".join(lines)
+
+
+# The summary rows this benchmark writes.
+FIGURES = ("visible_redis",)
 
 
 def main(argv: Sequence[str]) -> int:
     """Run the benchmark; 0 when the run is valid, 1 otherwise."""
     options = parse_options(argv)
+    command = command_line("redis_visibility", argv)
     try:
         ensure_cores()
         measured = measure(options)
     except (BenchError, redis.RedisError) as e:
-        print(f"bench redis_visibility: {e}", file=sys.stderr)
-        return 1
+        return fail("redis_visibility", e, FIGURES, command, options.base.write_docs)
     problems = visibility.problems_of(measured.result, options.base)
     return finish(
         "redis_visibility",
         summary_lines(measured, options),
         problems,
         options.base.write_docs,
-        lambda: document(measured, options, problems),
+        lambda: document(measured, options, problems, command),
+        [visibility.figure("visible_redis", measured.result, measured.met(), command, problems)],
     )

@@ -7,6 +7,7 @@ ends, and wrk runs under a timeout.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -14,14 +15,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+# Scratch data and the generated log (git-ignored), on the project's disk, not a tmpfs.
+RESULTS = REPO / "bench" / "results"
 HOST = "127.0.0.1"
 # The server gets core 0 to itself; the load generator runs on core 1.
 SERVER_CORE = 0
@@ -36,10 +40,40 @@ APT_TIMEOUT_S = 600
 # The line a benchmark's Lua `done()` prints, followed by a JSON object.
 RESULT_MARKER = "BENCH_RESULT "
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Above this share of a core used by other processes, the figures are flagged as noisy.
+NOISE_WARNING = 0.10
 
 
 class BenchError(Exception):
     """The benchmark cannot run, or ran but measured nothing valid; one line for the user."""
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory under bench/results (git-ignored, on the project's disk).
+
+    Event logs live there, so their fsyncs hit the disk a real data_dir
+    would, not a tmpfs. Everything is removed afterwards, however the run ends.
+    """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=RESULTS) as tmp:
+            yield Path(tmp)
+    finally:
+        if not any(RESULTS.iterdir()):
+            RESULTS.rmdir()
 
 
 def _succeeds(command: Sequence[str]) -> bool:
@@ -54,18 +88,31 @@ def _succeeds(command: Sequence[str]) -> bool:
     return done.returncode == 0
 
 
-def ensure_wrk() -> str:
-    """The path of `wrk`, installing it with apt-get first if it is missing."""
-    found = shutil.which("wrk")
+def ensure_tool(command: str, package: str) -> str:
+    """The path of `command`, installing Debian's `package` with apt-get first if it is missing.
+
+    Raises BenchError (one line) when it is missing and cannot be installed.
+    """
+    found = shutil.which(command)
     if found:
         return found
-    print("bench: wrk is missing; installing it with apt-get", flush=True)
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if shutil.which("apt-get") is None:
+        raise BenchError(f"{command} is missing and there is no apt-get; install {package}")
+    print(f"bench: {command} is missing; installing {package} with apt-get", flush=True)
+    install = ["apt-get", "install", "-y", "-q", package]
     # A fresh machine may have no package lists yet: update once, then retry.
     for steps in ([install], [["apt-get", "update", "-q"], install]):
-        if all(_succeeds(step) for step in steps) and (found := shutil.which("wrk")):
+        if all(_succeeds(step) for step in steps) and (found := shutil.which(command)):
             return found
-    raise BenchError("wrk is missing and `apt-get install -y wrk` failed; install wrk and rerun")
+    raise BenchError(
+        f"{command} is missing and `apt-get update && apt-get install -y {package}` failed"
+        f" (root needed?); install {package} and rerun"
+    )
+
+
+def ensure_wrk() -> str:
+    """The path of `wrk`, installed with apt-get first if it is missing."""
+    return ensure_tool("wrk", "wrk")
 
 
 def ensure_cores() -> None:
@@ -292,3 +339,56 @@ def run_wrk_against(
         loadgen_run_s=raw["run_cpu_s"],
     )
     return raw, cpu
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """One wrk run as a benchmark's Lua script counted it, with the server's CPU use."""
+
+    duration_s: float
+    responses: int
+    # The responses that count (2xx for ingest, 200 for reads).
+    ok: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu: CpuUse
+
+    @property
+    def rate(self) -> float:
+        """Responses that count, per second."""
+        return self.ok / self.duration_s
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU time per response that counts, in microseconds (all its threads)."""
+        return self.cpu.server * 1e6 / max(self.rate, 1e-9)
+
+
+def cpu_pair(cpu: CpuUse) -> str:
+    """The server's (its event loop's) and wrk's shares of their cores, e.g. `99% (80%)/41%`."""
+    return f"{cpu.server:.0%} ({cpu.server_loop:.0%})/{cpu.loadgen:.0%}"
+
+
+def noise_pair(noise: tuple[float, float]) -> str:
+    """Other processes' shares of cores 0 and 1, e.g. `2%/35%`."""
+    return f"{noise[0]:.0%}/{noise[1]:.0%}"
+
+
+def noisy(noise: tuple[float, float], loadgen_peak: float) -> bool:
+    """Whether other processes took enough of a benchmark core to disturb the figures.
+
+    Any share of the server's core counts; on wrk's core, only what could
+    have left wrk (at its peak share `loadgen_peak`) short of CPU.
+    """
+    server_core, loadgen_core = noise
+    return server_core > NOISE_WARNING or loadgen_core + loadgen_peak > 1 - NOISE_WARNING
+
+
+def noise_note(noise: tuple[float, float]) -> str:
+    """A printed warning that other processes competed for the benchmark's cores."""
+    return (
+        f"  note: other processes used up to {noise_pair(noise)} of cores 0/1;"
+        " the figures are noisy (rerun on an idle machine)"
+    )

@@ -28,27 +28,36 @@ from pathlib import Path
 from typing import Any
 
 from bench.entitlements import (
-    RESULTS,
     base_url,
     billhook_command,
     billhook_toml,
     feed,
-    int_between,
     percentile,
-    scratch_dir,
     wait_projected,
 )
-from bench.ingest import server_stack
-from bench.report import code_version, filesystem_of, finish, machine, now_utc
+from bench.report import (
+    Figure,
+    code_version,
+    command_line,
+    fail,
+    filesystem_of,
+    finish,
+    machine,
+    now_utc,
+    server_stack,
+)
 from bench.subscriptions import event_body, period_end_from_now
 from bench.tools import (
     LOADGEN_CORE,
+    RESULTS,
     BenchError,
     CpuSample,
     ensure_cores,
     free_port,
+    int_between,
     pinned,
     sample_cpu,
+    scratch_dir,
     serve,
 )
 from bench.visibility_load import initial_state
@@ -68,6 +77,8 @@ class Options:
     connections: int
     poll_interval_ms: float
     write_docs: bool
+    # Poll for visibility during the load (bench/ingest_latency.py turns it off).
+    watch: bool = True
 
 
 @dataclass(frozen=True)
@@ -116,9 +127,9 @@ class Result:
         return self.visible(99) < TARGET_P99_MS
 
 
-def add_load_options(parser: argparse.ArgumentParser) -> None:
-    """The load's options, shared with bench/redis_visibility.py."""
-    parser.add_argument("--rate", type=int_between(1, 10_000), default=500, metavar="EVENTS_S")
+def add_load_options(parser: argparse.ArgumentParser, rate: int = 500) -> None:
+    """The load's options (default `rate` events/s), shared with the other open-loop benchmarks."""
+    parser.add_argument("--rate", type=int_between(1, 10_000), default=rate, metavar="EVENTS_S")
     parser.add_argument("--duration", type=int_between(1, 600), default=20, metavar="SECONDS")
     parser.add_argument("--workspaces", type=int_between(1, 100_000), default=1000, metavar="N")
     parser.add_argument("--connections", type=int_between(1, 1024), default=64, metavar="N")
@@ -135,7 +146,9 @@ def parse_options(argv: Sequence[str]) -> Options:
     return load_options(parser, parser.parse_args(list(argv)))
 
 
-def load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Options:
+def load_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, watch: bool = True
+) -> Options:
     """Options from parsed `add_load_options` arguments and `--no-docs`."""
     if not 0 < args.poll_interval <= 100:
         parser.error("--poll-interval must be in (0, 100] ms")
@@ -146,6 +159,7 @@ def load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> O
         args.connections,
         args.poll_interval,
         not args.no_docs,
+        watch,
     )
 
 
@@ -181,6 +195,7 @@ def run_load(
         *("--period-end", str(period_end_from_now()), "--connections", str(options.connections)),
         *("--poll-interval", str(options.poll_interval_ms / 1000), "--run-id", run_id),
         *("--out", str(out)),
+        *(() if options.watch else ("--no-watch",)),
     ]
     timeout = options.duration_s + LOADGEN_EXTRA_S
     try:
@@ -290,14 +305,79 @@ def summary_lines(r: Result, options: Options) -> list[str]:
     ]
 
 
-def document(r: Result, options: Options, problems: Sequence[str]) -> str:
-    """The visibility section of docs/performance.md."""
+def sent_rows(r: Result, options: Options) -> list[str]:
+    """Table rows of every open-loop section: what was sent and acked, at what rate."""
     raw = r.raw
+    return [
+        f"| events sent / acked (2xx) | {raw['sent']:,} / {raw['acked']:,} |",
+        f"| achieved send rate (first to last send) | {r.send_rate:,.1f} events/s"
+        f" (asked {options.rate}/s; send lag behind schedule p50 {r.lag(50):.2f} ms,"
+        f" p99 {r.lag(99):.2f} ms) |",
+    ]
+
+
+def ack_row(r: Result, bold: bool = False) -> str:
+    """The table row of send → ack latencies (the p99 in bold when it is the figure)."""
+    p99 = f"**{r.ack(99):.2f}**" if bold else f"{r.ack(99):.2f}"
+    return (
+        f"| {'**send → ack** (durable)' if bold else 'send → ack (durable)'} p50 / p95 / p99 / max"
+        f" | {r.ack(50):.2f} / {r.ack(95):.2f} / {p99} / {max(r.raw['ack_ms'], default=0):.2f} ms |"
+    )
+
+
+def visible_rows(r: Result) -> list[str]:
+    """Table rows of ack → visible latencies and the resolution they were measured at."""
+    raw = r.raw
+    return [
+        f"| **ack → visible** p50 / p95 / p99 / max | {r.visible(50):.2f} / {r.visible(95):.2f}"
+        f" / **{r.visible(99):.2f}** / {max(raw['visible_ms'], default=0):.2f} ms |",
+        f"| resolution: poll cycle p50 / p99 | {r.cycle(50):.2f} / {r.cycle(99):.2f} ms"
+        f" ({raw['polls']:,} polls, round trip p50 {r.rtt(50):.2f} ms) |",
+    ]
+
+
+def check_rows(r: Result) -> list[str]:
+    """Table rows of the correctness checks: read-backs (when watched) and the final check."""
+    raw = r.raw
+    return [
+        *(
+            [
+                f"| read-backs of sampled events / missed | {raw['sampled']:,}"
+                f" / {len(raw['sample_failures'])} |"
+            ]
+            if raw["polls"]
+            else []
+        ),
+        f"| workspaces checked after the load / differing | {raw['final_checked']:,}"
+        f" / {len(raw['final_mismatches'])} |",
+    ]
+
+
+# What a visibility figure's resolution means, for the sections that report one.
+RESOLUTION_NOTE = (
+    "Resolution: an event counts as visible when the first poll that shows it answers, so"
+    " each figure may overstate the true delay by up to one poll cycle (above), never"
+    " understate it."
+)
+
+
+def noise(r: Result) -> str:
+    """Other processes' shares of cores 0 and 1 during the run, e.g. `2%/35%`."""
+    return f"{r.others_server_core:.0%}/{r.others_loadgen_core:.0%}"
+
+
+def problems_line(problems: Sequence[str]) -> str:
+    """The closing line of a section."""
+    return "Problems: " + ("; ".join(problems) if problems else "none.")
+
+
+def document(r: Result, options: Options, problems: Sequence[str], command: str) -> str:
+    """The visibility section of docs/performance.md."""
     verdict = "**met**" if r.met() else "**missed**"
     lines = [
         "## Visibility: ack → visible in the entitlement API at 500 events/s (embedded projector)",
         "",
-        f"Measured {now_utc()} with `python -m bench visibility` (part of `make bench`)."
+        f"Measured {now_utc()} with `{command}` (part of `make bench`)."
         f" Target (SPEC §11): p99 < {TARGET_P99_MS:.0f} ms embedded, {verdict}.",
         "",
         f"- Machine: {machine()}; data dir on {filesystem_of(RESULTS)}.",
@@ -307,14 +387,7 @@ def document(r: Result, options: Options, problems: Sequence[str]) -> str:
         f"- Data: {options.workspaces:,} workspaces, each created first through"
         " `POST /webhooks/stripe` (`customer.subscription.created`, team, 1 seat) and"
         " projected before the load.",
-        "- Load: bench/visibility_load.py (asyncio on uvloop, a lean keep-alive HTTP/1.1"
-        f" client in bench/rawhttp.py, up to"
-        f" {options.connections} keep-alive connections) in its own process pinned to core 1,"
-        f" sending signed `customer.subscription.updated` events open-loop at"
-        f" {options.rate}/s for {options.duration_s} s (event *i* due at start + *i*/rate,"
-        " whatever the earlier ones did); each updates the next workspace in turn (seat count"
-        " +1, status turning between active, past_due, trialing and canceling, `created` one"
-        " second after the previous event's), so each changes what GET entitlements answers.",
+        load_item(options),
         "- Measure: for each 2xx ack (its `seq`), the time until a poll of"
         " `GET /v1/workspaces/ws_probe/entitlements` answers with `as_of_seq` ≥ that seq"
         " (`as_of_seq` is the projection checkpoint the answer was read at). One poller on its"
@@ -326,48 +399,71 @@ def document(r: Result, options: Options, problems: Sequence[str]) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| events sent / acked (2xx) | {raw['sent']:,} / {raw['acked']:,} |",
-        f"| achieved send rate (first to last send) | {r.send_rate:,.1f} events/s"
-        f" (asked {options.rate}/s; send lag behind schedule p50 {r.lag(50):.2f} ms,"
-        f" p99 {r.lag(99):.2f} ms) |",
-        f"| **ack → visible** p50 / p95 / p99 / max | {r.visible(50):.2f} / {r.visible(95):.2f}"
-        f" / **{r.visible(99):.2f}** / {max(raw['visible_ms'], default=0):.2f} ms |",
-        f"| send → ack (durable) p50 / p95 / p99 | {r.ack(50):.2f} / {r.ack(95):.2f}"
-        f" / {r.ack(99):.2f} ms |",
-        f"| resolution: poll cycle p50 / p99 | {r.cycle(50):.2f} / {r.cycle(99):.2f} ms"
-        f" ({raw['polls']:,} polls, round trip p50 {r.rtt(50):.2f} ms) |",
-        f"| read-backs of sampled events / missed | {raw['sampled']:,}"
-        f" / {len(raw['sample_failures'])} |",
-        f"| workspaces checked after the load / differing | {raw['final_checked']:,}"
-        f" / {len(raw['final_mismatches'])} |",
+        *sent_rows(r, options),
+        visible_rows(r)[0],
+        ack_row(r),
+        visible_rows(r)[1],
+        *check_rows(r),
         f"| CPU: server (its event loop) of core 0 / load generator of core 1 |"
         f" {r.server_cpu:.0%} ({r.server_loop_cpu:.0%}) / {r.loadgen_cpu:.0%} |",
         f"| CPU of other processes, core 0 / core 1 | {r.others_server_core:.0%}"
         f" / {r.others_loadgen_core:.0%} |",
         "",
-        "Resolution: an event counts as visible when the first poll that shows it answers, so"
-        " each figure may overstate the true delay by up to one poll cycle (above), never"
-        " understate it.",
+        RESOLUTION_NOTE,
         "",
-        "Problems: " + ("; ".join(problems) if problems else "none."),
+        problems_line(problems),
     ]
     return "\n".join(lines)
+
+
+def load_item(options: Options) -> str:
+    """The list item of a section saying how the open-loop load was sent."""
+    return (
+        "- Load: bench/visibility_load.py (asyncio on uvloop, a lean keep-alive HTTP/1.1"
+        f" client in bench/rawhttp.py, up to {options.connections} keep-alive connections) in"
+        " its own process pinned to core 1, sending signed `customer.subscription.updated`"
+        f" events open-loop at {options.rate}/s for {options.duration_s} s (event *i* due at"
+        " start + *i*/rate, whatever the earlier ones did); each updates the next workspace in"
+        " turn (seat count +1, status turning between active, past_due, trialing and"
+        " canceling, `created` one second after the previous event's), so each changes what"
+        " GET entitlements answers."
+    )
+
+
+def figure(key: str, r: Result, met: bool, command: str, problems: Sequence[str]) -> Figure:
+    """The summary row of an ack → visible benchmark."""
+    raw = r.raw
+    return Figure(
+        key,
+        f"p99 {r.visible(99):.1f} ms (p50 {r.visible(50):.1f}, max"
+        f" {max(raw['visible_ms'], default=0):.1f} ms; {raw['acked']:,} events acked at"
+        f" {r.send_rate:,.0f}/s)",
+        met,
+        command,
+        noise(r),
+        len(problems),
+    )
+
+
+# The summary rows this benchmark writes.
+FIGURES = ("visible_embedded",)
 
 
 def main(argv: Sequence[str]) -> int:
     """Run the visibility benchmark; 0 when the run is valid, 1 otherwise."""
     options = parse_options(argv)
+    command = command_line("visibility", argv)
     try:
         ensure_cores()
         result = measure(options)
     except BenchError as e:
-        print(f"bench visibility: {e}", file=sys.stderr)
-        return 1
+        return fail("visibility", e, FIGURES, command, options.write_docs)
     problems = problems_of(result, options)
     return finish(
         "visibility",
         summary_lines(result, options),
         problems,
         options.write_docs,
-        lambda: document(result, options, problems),
+        lambda: document(result, options, problems, command),
+        [figure("visible_embedded", result, result.met(), command, problems)],
     )

@@ -22,8 +22,11 @@ true moment lies between the previous poll's answer and this one: the
 resolution is one poll cycle (reported). One event in `--sample-every` is also
 read back directly, its own workspace's answer showing its change.
 
-After the load, every workspace's answer is compared with the last event sent
-about it. Everything measured goes to `--out` as JSON.
+With `--no-watch` nobody polls during the load (bench/ingest_latency.py: the
+server gets webhooks only, send → ack is the figure); the projection is then
+awaited once after the load. Either way, every workspace's answer is then
+compared with the last event sent about it. Everything measured goes to
+`--out` as JSON.
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ from bench.entitlements import (
     entitlements_path,
     fetch_all,
     mismatch,
+    wait_projected,
 )
 from bench.rawhttp import Answer, HttpError, Pool, request_bytes
 from bench.subscriptions import SubscriptionState, event_body, signed_headers
+from bench.tools import BenchError
 
 # The statuses the load's updates turn through: all keep the tier, so seats always show.
 STATUS_CYCLE: tuple[tuple[str, bool], ...] = (
@@ -78,6 +83,8 @@ class Plan:
     poll_interval_s: float
     sample_every: int
     run_id: str
+    # Poll for visibility during the load (off: webhooks only, send → ack is what counts).
+    watch: bool = True
 
 
 @dataclass
@@ -92,6 +99,8 @@ class Outcome:
     # The first few failures, for the report.
     error_samples: list[str] = field(default_factory=list)
     first_send_s: float = 0.0
+    # The highest seq acknowledged.
+    top_seq: int = 0
     last_send_s: float = 0.0
     # Per acknowledged event, in ms: send → ack, ack → visible; send lag behind schedule.
     ack_ms: list[float] = field(default_factory=list)
@@ -263,7 +272,7 @@ class Watcher:
             await asyncio.gather(*self._samples)
 
 
-async def send(pool: Pool, request: bytes, i: int, watcher: Watcher, out: Outcome) -> None:
+async def send(pool: Pool, request: bytes, i: int, watcher: Watcher | None, out: Outcome) -> None:
     started = time.perf_counter()
     try:
         answer: Answer = await pool.send(request)
@@ -281,7 +290,9 @@ async def send(pool: Pool, request: bytes, i: int, watcher: Watcher, out: Outcom
         return
     out.acked += 1
     out.ack_ms.append((acked - started) * 1000)
-    watcher.acked(seq, acked, i)
+    out.top_seq = max(out.top_seq, seq)
+    if watcher is not None:
+        watcher.acked(seq, acked, i)
 
 
 async def run(plan: Plan, out: Outcome) -> None:
@@ -292,9 +303,9 @@ async def run(plan: Plan, out: Outcome) -> None:
     gc.collect()
     gc.freeze()
     try:
-        watcher = Watcher(plan, client, out)
+        watcher = Watcher(plan, client, out) if plan.watch else None
         stop = asyncio.Event()
-        watching = asyncio.create_task(watcher.run(stop))
+        watching = asyncio.create_task(watcher.run(stop)) if watcher is not None else None
         sends: set[asyncio.Task[None]] = set()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         start = time.perf_counter() + 0.1
@@ -315,17 +326,27 @@ async def run(plan: Plan, out: Outcome) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*sends), DRAIN_TIMEOUT_S)
         stop.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watching, DRAIN_TIMEOUT_S)
+        if watching is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watching, DRAIN_TIMEOUT_S)
         out.cpu_s = time.process_time() - cpu0
         out.wall_s = time.perf_counter() - wall0
-        out.unresolved = watcher.pending
+        out.unresolved = watcher.pending if watcher is not None else 0
     finally:
         client.close()
 
 
 def final_check(plan: Plan, out: Outcome) -> None:
-    """Compare every workspace's answer with the last event sent about it."""
+    """Compare every workspace's answer with the last event sent about it.
+
+    Unwatched, the projection may still be catching up: wait for it first.
+    """
+    if not plan.watch:
+        try:
+            wait_projected(plan.url, plan.token, out.top_seq)
+        except BenchError as e:
+            out.final_mismatches.append(f"after the load: {e}")
+            return
     last: dict[str, SubscriptionState] = {}
     for n in range(plan.workspaces):
         last[workspace_id(n)] = initial_state(n)
@@ -354,6 +375,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Plan, Path]:
     parser.add_argument("--poll-interval", type=float, default=0.002)
     parser.add_argument("--sample-every", type=int, default=20)
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--no-watch", action="store_true", help="no polling during the load")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     plan = Plan(
@@ -369,6 +391,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Plan, Path]:
         poll_interval_s=args.poll_interval,
         sample_every=max(args.sample_every, 1),
         run_id=args.run_id,
+        watch=not args.no_watch,
     )
     return plan, args.out
 
