@@ -340,6 +340,11 @@ class ProjectionStore:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise StoreUnavailable(str(e)) from e
+            except BaseException:
+                # A bug in a reducer or the resolver: nothing of the batch stays, the lock goes.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
         return Applied(last_seq=last, applied=applied, skipped=skipped_now, quarantined=quarantined)
 
 

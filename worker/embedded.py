@@ -82,6 +82,13 @@ class EmbeddedProjector:
                 )
                 time.sleep(self._interval_s)
                 continue
+            except Exception as e:  # a bug: the batch rolled back; keep the thread alive
+                # The type only: a message may quote a payload. Lag and /readyz show the stall.
+                logger.error(
+                    "projector", extra={"fields": {"outcome": "failed", "error": type(e).__name__}}
+                )
+                time.sleep(self._interval_s)
+                continue
             if result.applied or result.skipped or result.quarantined:
                 time.sleep(MIN_GAP_S)
 

@@ -1,0 +1,58 @@
+"""A bug while applying a batch leaves nothing half-applied and holds no lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ingest.envelope import stripe_record
+from projections import applier
+from projections.projector import catch_up
+from projections.store import ProjectionStore
+from tests.projections.conftest import T0, Feed
+from tests.stripe_payloads import stripe_subscription
+from tests.support import stripe_event_body
+
+
+class Boom(Exception):
+    """Stands for a bug in a reducer or the resolver."""
+
+
+def _subscription_event(sub_id: str, workspace: str) -> str:
+    sub = stripe_subscription(id=sub_id, metadata={"workspace_id": workspace})
+    return stripe_event_body("customer.subscription.created", obj=sub, created=T0).decode()
+
+
+def test_a_bug_mid_batch_rolls_the_whole_batch_back(
+    feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed.log.append_batch(
+        [stripe_record(_subscription_event(f"sub_{n}", f"ws_{n}")) for n in range(3)]
+    )
+    real = applier._record_history
+    calls = 0
+
+    def fail_on_the_second(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Boom
+        real(*args)
+
+    monkeypatch.setattr(applier, "_record_history", fail_on_the_second)
+
+    with pytest.raises(Boom):
+        catch_up(feed.log, feed.store)
+
+    # The first event's rows went with the batch: nothing half-applied.
+    assert feed.store.checkpoint() == 0
+    assert feed.entitlement("ws_0").tier == "solo"
+    # The write lock was let go: another connection can apply the batch now.
+    monkeypatch.setattr(applier, "_record_history", real)
+    other = ProjectionStore(feed.settings.projections_path, feed.settings)
+    try:
+        assert catch_up(feed.log, other).applied == 3
+    finally:
+        other.close()
+    assert [feed.entitlement(f"ws_{n}").tier for n in range(3)] == ["team"] * 3
