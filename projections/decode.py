@@ -149,8 +149,20 @@ def _family(event: StoredEvent) -> str:
 # -- helpers -----------------------------------------------------------------------------
 
 
+# Unix seconds a provider time may take: what `datetime` can hold, a day inside either end
+# so that no time zone takes it out of the calendar.
+_FIRST_S = int(datetime(1, 1, 2, tzinfo=UTC).timestamp())
+_LAST_S = int(datetime(9999, 12, 30, tzinfo=UTC).timestamp())
+
+
+def _in_calendar(seconds: int) -> int:
+    if not _FIRST_S <= seconds <= _LAST_S:
+        raise DecodeError(f"time {seconds} is outside the calendar")
+    return seconds
+
+
 def _epoch_us(seconds: int) -> int:
-    return seconds * 1_000_000
+    return _in_calendar(seconds) * 1_000_000
 
 
 def iso_to_us(value: str) -> int:
@@ -160,7 +172,7 @@ def iso_to_us(value: str) -> int:
 
 def _iso_from_epoch(seconds: object) -> str | None:
     if isinstance(seconds, int) and not isinstance(seconds, bool):
-        return iso_seconds(datetime.fromtimestamp(seconds, tz=UTC))
+        return iso_seconds(datetime.fromtimestamp(_in_calendar(seconds), tz=UTC))
     return None
 
 

@@ -56,3 +56,32 @@ def test_a_bug_mid_batch_rolls_the_whole_batch_back(
     finally:
         other.close()
     assert [feed.entitlement(f"ws_{n}").tier for n in range(3)] == ["team"] * 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created", 10**14),  # past SQLite's integers once in microseconds
+        ("created", -(10**12)),  # before year 1
+        ("current_period_end", 10**17),  # past what the OS converts (OSError)
+        ("current_period_end", 253_402_300_800),  # 10000-01-01
+    ],
+)
+def test_a_signed_time_outside_the_calendar_is_quarantined_not_fatal(
+    feed: Feed, field: str, value: int
+) -> None:
+    sub = stripe_subscription(id="sub_far", metadata={"workspace_id": "ws_far"})
+    created = T0
+    if field == "created":
+        created = value
+    else:
+        for item in sub["items"]["data"]:
+            item["current_period_end"] = value
+    body = stripe_event_body("customer.subscription.updated", obj=sub, created=created)
+    feed.append(stripe_record(body.decode()))
+
+    [quarantined] = feed.store.quarantine()
+    assert quarantined.error == f"time {value} is outside the calendar"
+    # The projector moves on: the next event applies.
+    feed.append(stripe_record(_subscription_event("sub_next", "ws_next")))
+    assert feed.entitlement("ws_next").tier == "team"
