@@ -73,13 +73,15 @@ class ApiError(Exception):
         self.extra = dict(extra or {})
 
 
-def error_response(status: int, error: str, detail: str) -> JSONResponse:
+def error_response(request: Request, status: int, error: str, detail: str) -> JSONResponse:
+    """The `{"error", "detail"}` answer; the request's log line names `error` too."""
+    log_fields(request.scope)["error"] = error
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    log_fields(request.scope)["error"] = exc.error
+    log_fields(request.scope)["error"] = exc.error  # as error_response does
     return JSONResponse(
         {**exc.extra, "error": exc.error, "detail": exc.detail}, status_code=exc.status
     )
@@ -101,7 +103,7 @@ def _mapped(status: int, error: str) -> Handler:
             metrics = getattr(request.app.state, "metrics", None)
             if metrics is not None:
                 metrics.webhooks.labels(provider, error).inc()
-        return error_response(status, error, detail)
+        return error_response(request, status, error, detail)
 
     return handle
 
@@ -109,19 +111,21 @@ def _mapped(status: int, error: str) -> Handler:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    return error_response(request, exc.status_code, code, str(exc.detail))
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # The sender hung up mid-body: nothing was stored and nobody reads this answer.
-    return error_response(400, "client_disconnected", "the request body was not received in full")
+    return error_response(
+        request, 400, "client_disconnected", "the request body was not received in full"
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Not logged here: the request's one log line (worker.telemetry) names the exception's type.
     if unexpected_status(request.url.path) == 503:
-        return error_response(503, "unavailable", "the event was not stored; retry later")
-    return error_response(500, "internal_error", "an unexpected error occurred")
+        return error_response(request, 503, "unavailable", "the event was not stored; retry later")
+    return error_response(request, 500, "internal_error", "an unexpected error occurred")
 
 
 def exception_handlers() -> dict[type[Exception] | int, Handler]:

@@ -12,16 +12,18 @@ from projections.operator import NothingToRevoke
 
 async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidAction)
-    return error_response(400, "invalid_request", exc.detail)
+    return error_response(request, 400, "invalid_request", exc.detail)
 
 
 async def _nothing_to_revoke(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidAction)
-    return error_response(404, "not_found", exc.detail)
+    return error_response(request, 404, "not_found", exc.detail)
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    return error_response(503, "projections_unavailable", "projections cannot be read; retry later")
+    return error_response(
+        request, 503, "projections_unavailable", "projections cannot be read; retry later"
+    )
 
 
 def exception_handlers() -> dict[type[Exception] | int, Handler]:

@@ -201,7 +201,7 @@ def _paths() -> dict[str, Any]:
         },
         f"{ws}/checkout": {
             "post": _v1(
-                "Start a provider checkout for a tier (issue 7)",
+                "Start a provider checkout for a tier",
                 scope="read",
                 body="CheckoutRequest",
                 tag="billing",
@@ -212,13 +212,13 @@ def _paths() -> dict[str, Any]:
                     409: ("already_subscribed",),
                     422: ("no_price", "invalid_seats"),
                     502: ("provider_error",),
-                    503: ("provider_not_configured",),
+                    503: ("provider_not_configured", "log_unavailable") + _READ_ERRORS[503],
                 },
             )
         },
         f"{ws}/portal": {
             "post": _v1(
-                "Open the provider's customer portal (issue 7)",
+                "Open the provider's customer portal",
                 scope="read",
                 body="PortalRequest",
                 tag="billing",
@@ -228,7 +228,7 @@ def _paths() -> dict[str, Any]:
                     403: ("role_not_allowed",),
                     409: ("not_linked",),
                     502: ("provider_error",),
-                    503: ("provider_not_configured",),
+                    503: ("provider_not_configured", "log_unavailable") + _READ_ERRORS[503],
                 },
             )
         },

@@ -23,6 +23,8 @@ from starlette.routing import Mount, Route
 
 from ingest.http import exception_handlers, log_fields
 from ingest.metrics import Metrics
+from projections.errors import InvalidAction
+from projections.http import exception_handlers as projection_exception_handlers
 from tests.support import serve_in_thread
 from worker.telemetry import RequestTelemetry, route_templates
 
@@ -66,15 +68,26 @@ async def broken(request: Request) -> Response:
     raise RuntimeError("a bug that quotes a payload: ada@example.com")
 
 
+async def invalid(request: Request) -> Response:
+    raise InvalidAction("tier", "unknown tier")
+
+
 def _app(metrics: Metrics) -> Starlette:
     routes = [
         Mount("/webhooks", routes=[Route("/{provider}", broken_webhook, methods=["POST"])]),
-        Mount("/v1", routes=[Route("/things/{thing_id}", annotated), Route("/boom", broken)]),
+        Mount(
+            "/v1",
+            routes=[
+                Route("/things/{thing_id}", annotated),
+                Route("/boom", broken),
+                Route("/invalid", invalid),
+            ],
+        ),
     ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestTelemetry, metrics=metrics, routes=routes)],
-        exception_handlers=exception_handlers(),
+        exception_handlers={**exception_handlers(), **projection_exception_handlers()},
     )
 
 
@@ -109,6 +122,7 @@ def test_each_request_is_one_line_and_one_observation(lines: Lines) -> None:
         assert webhook.json()["error"] == "unavailable"
         assert client.get("/v1/boom").status_code == 500
         assert client.get("/v1/nothing/here").status_code == 404
+        assert client.get("/v1/invalid").status_code == 400
 
     assert lines.fields() == [
         {
@@ -138,12 +152,21 @@ def test_each_request_is_one_line_and_one_observation(lines: Lines) -> None:
             "route": "unmatched",
             "status": 404,
             "latency_ms": lines.fields()[3]["latency_ms"],
+            "error": "not_found",
+        },
+        {
+            "method": "GET",
+            "route": "/v1/invalid",
+            "status": 400,
+            "latency_ms": lines.fields()[4]["latency_ms"],
+            "error": "invalid_request",
         },
     ]
     assert [record.levelno for record in lines.records] == [
         logging.INFO,
         logging.WARNING,
         logging.WARNING,
+        logging.INFO,
         logging.INFO,
     ]
     assert _count(metrics, "/v1/things/{thing_id}", "2xx") == 1
