@@ -25,12 +25,13 @@ def as_of_point(raw: str, log: EventLog) -> tuple[int, datetime]:
     """
     if raw.isascii() and raw.isdigit():
         # Past SQLite's 64-bit integers (and Python's digit limit) no seq can exist.
-        seq = int(raw) if len(raw) <= MAX_SEQ_DIGITS else MAX_SEQ + 1
+        digits = raw.lstrip("0") or "0"
+        seq = int(digits) if len(digits) <= MAX_SEQ_DIGITS else MAX_SEQ + 1
         if seq == 0:
             return 0, EPOCH
         event = log.get(seq) if seq <= MAX_SEQ else None
         if event is None:
-            raise InvalidAction("as_of", f"as_of: no event with seq {raw[:MAX_SEQ_DIGITS]}")
+            raise InvalidAction("as_of", f"as_of: no event with seq {digits[:MAX_SEQ_DIGITS]}")
         return seq, parse_time(event.received_at)
     try:
         at = datetime.fromisoformat(raw)

@@ -20,10 +20,8 @@ app calls `POST /v1/workspaces/{id}/refresh` (`worker.refresh`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import ParamSpec, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,13 +37,11 @@ from projections.facts import GRANTING_STATUSES
 from projections.resolver import resolve
 from projections.store import ProjectionStore
 from worker import sessions
-from worker.providers import ApiNotConfigured, PolarSource, ProviderError, StripeSource
-from worker.refresh import MAX_DETAIL_CHARS
+from worker.providers import PolarSource, StripeSource
+from worker.refresh import provider_call
 from worker.sessions import CheckoutRequest, Started
 
 Source = StripeSource | PolarSource
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 class CheckoutRoute:
@@ -98,13 +94,20 @@ class CheckoutRoute:
         # A subscription's first events may have been acked a moment ago: see them.
         await self._wait_for(self._head())
         self._refuse_second_subscription(wanted.workspace)
+        # No price is a config gap (422), checked before credentials (503).
+        offer = None
         if wanted.provider == "stripe":
-            if sessions.stripe_offer(self._settings, wanted.tier, wanted.interval) is None:
+            offer = sessions.stripe_offer(self._settings, wanted.tier, wanted.interval)
+            if offer is None:
                 raise sessions.no_price(wanted)
         elif not sessions.polar_candidates(self._settings, wanted.tier, wanted.interval):
             raise sessions.no_price(wanted)
         source = self._source(wanted.provider)
-        started = await _provider_call(self._start, wanted, source)
+        if isinstance(source, StripeSource):
+            assert offer is not None
+            started = await provider_call(self._start_stripe, wanted, source, offer)
+        else:
+            started = await provider_call(self._start_polar, wanted, source)
         await self._append(sessions.checkout_started(wanted, started, self._now()))
         body = {"provider": wanted.provider, "session_id": started.session_id, "url": started.url}
         return JSONResponse(body, status_code=201)
@@ -122,24 +125,27 @@ class CheckoutRoute:
                     f"{fact.id}; change it in the customer portal",
                 )
 
-    def _start(self, wanted: CheckoutRequest, source: Source) -> Started:
-        """Create the provider's session (blocking: runs on a thread)."""
-        key = self._settings.workspace_key
+    def _start_stripe(
+        self, wanted: CheckoutRequest, source: StripeSource, offer: sessions.Offer
+    ) -> Started:
+        """Create a Stripe Checkout Session (blocking: runs on a thread)."""
         customer = self._customer(wanted.workspace, wanted.provider)
-        if isinstance(source, StripeSource):
-            offer = sessions.stripe_offer(self._settings, wanted.tier, wanted.interval)
-            if offer is None:
-                raise sessions.no_price(wanted)
-            seats = sessions.seats_to_buy(offer, wanted.seats)
-            assert seats is not None  # Stripe prices are always bought by quantity
-            params = sessions.stripe_checkout_params(wanted, offer.price, seats, customer, key)
-            session_id, url = source.checkout_session(params, sessions.idempotency_key(params))
-            return Started(offer, seats, session_id, url)
-        polar_offer = self._polar_offer(wanted, source)
-        polar_seats = sessions.seats_to_buy(polar_offer, wanted.seats)
-        body = sessions.polar_checkout_body(wanted, polar_offer.price, polar_seats, customer, key)
+        seats = sessions.seats_to_buy(offer, wanted.seats)
+        assert seats is not None  # Stripe prices are always bought by quantity
+        key = self._settings.workspace_key
+        params = sessions.stripe_checkout_params(wanted, offer.price, seats, customer, key)
+        session_id, url = source.checkout_session(params, sessions.idempotency_key(params))
+        return Started(offer, seats, session_id, url)
+
+    def _start_polar(self, wanted: CheckoutRequest, source: PolarSource) -> Started:
+        """Create a Polar checkout (blocking: runs on a thread)."""
+        customer = self._customer(wanted.workspace, wanted.provider)
+        offer = self._polar_offer(wanted, source)
+        seats = sessions.seats_to_buy(offer, wanted.seats)
+        key = self._settings.workspace_key
+        body = sessions.polar_checkout_body(wanted, offer.price, seats, customer, key)
         session_id, url = source.checkout(body)
-        return Started(polar_offer, polar_seats, session_id, url)
+        return Started(offer, seats, session_id, url)
 
     def _polar_offer(self, wanted: CheckoutRequest, source: PolarSource) -> sessions.Offer:
         """The first mapped product Polar sells for the tier at the interval asked."""
@@ -167,7 +173,7 @@ class CheckoutRoute:
                 return source.portal_session(customer, return_url)
             return source.customer_session(customer, return_url)
 
-        session_id, url = await _provider_call(open_session)
+        session_id, url = await provider_call(open_session)
         record = sessions.portal_opened(
             workspace, provider, customer, session_id, role, self._now()
         )
@@ -220,13 +226,3 @@ def _role(data: Mapping[str, object]) -> str:
             "only a workspace owner or admin may start a checkout or open the billing portal",
         )
     return role
-
-
-async def _provider_call(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a blocking provider call on a thread; its failures as 502/503 answers."""
-    try:
-        return await asyncio.to_thread(call, *args, **kwargs)
-    except ApiNotConfigured as e:
-        raise ApiError(503, "provider_not_configured", str(e)) from None
-    except ProviderError as e:
-        raise ApiError(502, "provider_error", str(e)[:MAX_DETAIL_CHARS]) from None

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 from dramatiq.errors import DramatiqError
@@ -38,6 +38,8 @@ from worker.sync import Drift, NotLinked, drift, workspace_snapshots
 MAX_DETAIL_CHARS = 200
 # How long a refresh waits for a worker's outcome before answering 503.
 REMOTE_TIMEOUT_S = 30
+P = ParamSpec("P")
+T = TypeVar("T")
 # Outcome statuses of the refresh actor, as HTTP answers.
 _OUTCOME_ERRORS = {
     "not_linked": 409,
@@ -63,6 +65,16 @@ class RemoteRefresh:
             )
         outcome: dict[str, Any] = json.loads(found[1])
         return outcome
+
+
+async def provider_call(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking provider call on a thread; its failures as 502/503 answers."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except ApiNotConfigured as e:
+        raise ApiError(503, "provider_not_configured", str(e)) from None
+    except ProviderError as e:
+        raise ApiError(502, "provider_error", str(e)[:MAX_DETAIL_CHARS]) from None
 
 
 class RefreshRoute:
@@ -108,13 +120,9 @@ class RefreshRoute:
             await self._refresh_remotely(workspace)
             return Response(self._answer(workspace), media_type="application/json")
         try:
-            found = await asyncio.to_thread(self._drift, workspace)
+            found = await provider_call(self._drift, workspace)
         except NotLinked as e:
             raise ApiError(409, "not_linked", str(e)) from None
-        except ApiNotConfigured as e:
-            raise ApiError(503, "provider_not_configured", str(e)) from None
-        except ProviderError as e:
-            raise ApiError(502, "provider_error", str(e)[:MAX_DETAIL_CHARS]) from None
         last = 0
         for record in found.records:
             last = (await self._append(record)).seq

@@ -64,6 +64,8 @@ def create_app(
     checkpointer_log = EventLog(log_path)
     checkpointer = Checkpointer(checkpointer_log)
     probe_log = EventLog(log_path, busy_timeout_s=PROBE_BUSY_TIMEOUT_S)
+    # Its rare durable probe must not checkpoint the WAL on the readiness thread either.
+    probe_log.defer_checkpoints()
     api_store = ProjectionStore(settings.projections_path, settings)
     metrics = Metrics()
     committer = GroupCommitter(event_log)

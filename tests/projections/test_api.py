@@ -134,6 +134,8 @@ def test_entitlements_as_of_and_history(api: Api) -> None:
     before = api.get("ws_1", as_of=str(created - 1)).json()
     assert (before["tier"], before["status"], before["as_of_seq"]) == ("solo", "none", created - 1)
     at_create = api.get("ws_1", as_of=str(created)).json()
+    # Leading zeros name the same seq, however many there are.
+    assert api.get("ws_1", as_of="0" * 30 + str(created)).json() == at_create
     assert (at_create["tier"], at_create["status"], at_create["as_of_seq"]) == (
         "team",
         "active",
