@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +67,10 @@ POLAR_CHECKOUT_PATH = "/v1/checkouts/"
 POLAR_CUSTOMER = "6f1d2c3b-4a5e-4f60-8b7a-9c8d7e6f5a41"
 RETURN = "https://app.example/billing/return?session={CHECKOUT_SESSION_ID}"
 CANCEL = "https://app.example/billing"
+
+
+# `shops(**options)` in tests/worker/conftest.py: start a deployment, get its Shop.
+ShopFactory = Callable[..., "Shop"]
 
 
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ tests fail under CI and are skipped elsewhere. Db 0 is never used.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -35,6 +37,7 @@ from projections.store import ProjectionStore
 from tests.contract import contract_client
 from tests.stripe_payloads import stripe_subscription
 from tests.support import STRIPE_SECRET, free_port, stripe_event_body, stripe_headers
+from tests.worker.checkout_support import Shop, ShopFactory, no_backoff, start_shop
 
 T = TypeVar("T")
 
@@ -524,3 +527,19 @@ def assert_states(server: Server, expected: dict[str, tuple[str, str]], head: in
             assert answer["as_of_seq"] >= head
             seen[workspace] = (answer["tier"], answer["status"])
     assert seen == expected
+
+
+# -- checkout deployments -------------------------------------------------------------------
+
+
+@pytest.fixture
+def shops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShopFactory]:
+    """Start checkout deployments (provider fakes + billhook), with no retry sleeps."""
+    no_backoff(monkeypatch)
+    with ExitStack() as stack:
+        yield functools.partial(start_shop, stack, tmp_path)
+
+
+@pytest.fixture
+def shop(shops: ShopFactory) -> Shop:
+    return shops()

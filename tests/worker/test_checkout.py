@@ -7,10 +7,6 @@ Over real HTTP against the Stripe and Polar fakes, through the real SDKs
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,30 +30,11 @@ from tests.worker.checkout_support import (
     T0,
     Shop,
     assert_no_secrets,
-    no_backoff,
-    start_shop,
     subscribe_stripe,
 )
 from worker.sessions import IDEMPOTENCY_PREFIX
 
-ShopFactory = Callable[..., Shop]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    no_backoff(monkeypatch)
-
-
-@pytest.fixture
-def shops(tmp_path: Path) -> Iterator[ShopFactory]:
-    with ExitStack() as stack:
-        yield functools.partial(start_shop, stack, tmp_path)
-
-
-@pytest.fixture
-def shop(shops: ShopFactory) -> Shop:
-    return shops()
 
 
 # -- what the provider receives --------------------------------------------------------------

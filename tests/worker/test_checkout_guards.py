@@ -7,10 +7,8 @@ and appends nothing to the log.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,30 +25,12 @@ from tests.worker.checkout_support import (
     STRIPE_MAX_SEATS,
     STRIPE_MIN_SEATS,
     Shop,
+    ShopFactory,
     assert_no_secrets,
-    no_backoff,
     provider_requests,
     start_shop,
     subscribe_stripe,
 )
-
-ShopFactory = Callable[..., Shop]
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    no_backoff(monkeypatch)
-
-
-@pytest.fixture
-def shops(tmp_path: Path) -> Iterator[ShopFactory]:
-    with ExitStack() as stack:
-        yield functools.partial(start_shop, stack, tmp_path)
-
-
-@pytest.fixture
-def shop(shops: ShopFactory) -> Shop:
-    return shops()
 
 
 @pytest.fixture(scope="module")

@@ -9,26 +9,10 @@ that ends linked proves the session carried the workspace.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from projections.decode import CHECKOUT_STARTED, PORTAL_OPENED, RECONCILED
-from tests.worker.checkout_support import NOW_S, T0, Shop, no_backoff, start_shop
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    no_backoff(monkeypatch)
-
-
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    with ExitStack() as stack:
-        yield start_shop(stack, tmp_path)
+from tests.worker.checkout_support import NOW_S, T0, Shop
 
 
 def test_stripe_purchase_round_trip(shop: Shop) -> None:
