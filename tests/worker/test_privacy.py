@@ -4,9 +4,9 @@ A real `billhook serve` (JSON logs at info level) takes a whole lifecycle
 whose payloads, config and requests carry known e-mails, names, addresses,
 tokens and secrets: Stripe and Polar customers, a checkout, subscriptions,
 a redelivery, bad signatures, admin overrides and an enforcement switch by
-an e-mail actor with a reason, checks, history, a refresh that fails at the
-provider fakes, requests with a wrong token, a header and a query string.
-Then every log line, the `/metrics` text and every answer is searched for
+an e-mail actor with a reason, checks, history, a refresh, a checkout and a
+portal that fail at the provider fakes, requests with a wrong token, a
+header and a query string. Then every log line, the `/metrics` text and every answer is searched for
 each known string: zero hits. The log is shown to hold what it should (one
 line per request, webhook fields, projection batches), so the search is not
 vacuous.
@@ -242,6 +242,26 @@ def _lifecycle(s: Session) -> dict[str, int]:
         refreshed = s.read("POST", f"/v1/workspaces/{workspace}/refresh")
         assert refreshed.status_code == 502, refreshed.text
         assert refreshed.json()["error"] == "provider_error"
+    # So do a checkout for a new workspace and the portal of a linked one.
+    checkout = s.read(
+        "POST",
+        "/v1/workspaces/ws_new_privacy/checkout",
+        json={
+            "provider": "stripe",
+            "tier": "team",
+            "interval": "month",
+            "success_url": f"https://app.example/return?email={OPERATOR_EMAIL}",
+            "cancel_url": "https://app.example/billing",
+            "actor_role": "owner",
+        },
+    )
+    portal = s.read(
+        "POST",
+        f"/v1/workspaces/{POLAR_WS}/portal",
+        json={"return_url": "https://app.example/billing", "actor_role": "admin"},
+    )
+    for answer in (checkout, portal):
+        assert (answer.status_code, answer.json()["error"]) == (502, "provider_error")
     wrong = s.client.get(
         f"/v1/workspaces/{STRIPE_WS}/entitlements",
         headers={"Authorization": f"Bearer {WRONG_TOKEN}"},
@@ -300,6 +320,7 @@ def test_no_log_line_metric_or_answer_carries_personal_data_tokens_or_secrets(
     routes = {line["route"] for line in requests}
     assert "/v1/workspaces/{workspace_id}/entitlements" in routes
     assert "/v1/admin/overrides/{workspace_id}/{kind}" in routes
+    assert "/v1/workspaces/{workspace_id}/checkout" in routes
     batches = [line for line in lines if line["msg"] == "batch"]
     assert sum(batch["count"] for batch in batches) >= head
 
