@@ -7,11 +7,12 @@ payloads have no way into a line.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from projections.projector import Batch
 
@@ -33,7 +34,8 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The exception's type only: messages and tracebacks may quote payloads.
             line["exc_type"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str)
+        # orjson: a third of the line's cost, which every request pays at info level.
+        return orjson.dumps(line, default=str).decode()
 
 
 def configure(level: str = "info") -> None:

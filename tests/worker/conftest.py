@@ -251,6 +251,18 @@ class Server:
         return contract_client(self.base_url, headers=headers, timeout=10)
 
 
+def _logged(log: Path, **fields: object) -> bool:
+    """Whether a JSON line of `log` carries every one of `fields`."""
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            continue  # a partial last line, or a library's own text
+        if isinstance(parsed, dict) and all(parsed.get(k) == v for k, v in fields.items()):
+            return True
+    return False
+
+
 @dataclass
 class Processes:
     """Starts billhook processes and kills every one still running at the end."""
@@ -300,7 +312,7 @@ class Processes:
             # A SIGTERM that lands while the worker still imports ends it with -15:
             # wait for its signal handlers (installed before it says "started").
             wait_until(
-                lambda: b'"outcome": "started"' in log.read_bytes() or process.poll() is not None,
+                lambda: _logged(log, outcome="started") or process.poll() is not None,
                 START_TIMEOUT_S,
                 f"{name} to start",
             )
