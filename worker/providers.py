@@ -186,31 +186,20 @@ class PolarSource:
         )
 
     def subscriptions(self, customer: str) -> list[dict[str, Any]]:
-        return self._call(
-            lambda: [
-                dataclasses.asdict(sub)
-                for sub in self._client.subscriptions.iter_list(
-                    customer_id=customer, limit=PAGE_SIZE
-                )
-            ]
-        )
+        return self._subscriptions(customer_id=customer)
 
     def subscriptions_of_external(self, external_id: str) -> list[dict[str, Any]]:
         """Every subscription of the customer whose `external_id` is `external_id`."""
-        return self._call(
-            lambda: [
-                dataclasses.asdict(sub)
-                for sub in self._client.subscriptions.iter_list(
-                    external_customer_id=external_id, limit=PAGE_SIZE
-                )
-            ]
-        )
+        return self._subscriptions(external_customer_id=external_id)
 
     def all_subscriptions(self) -> list[dict[str, Any]]:
+        return self._subscriptions()
+
+    def _subscriptions(self, **filters: Any) -> list[dict[str, Any]]:
         return self._call(
             lambda: [
                 dataclasses.asdict(sub)
-                for sub in self._client.subscriptions.iter_list(limit=PAGE_SIZE)
+                for sub in self._client.subscriptions.iter_list(limit=PAGE_SIZE, **filters)
             ]
         )
 
