@@ -1,8 +1,9 @@
 """The append-only event log: `events.db`, the source of truth and the queue.
 
 SQLite in WAL mode with `synchronous=FULL`, so a committed row has reached the
-disk before :meth:`EventLog.append_batch` returns. The table refuses UPDATE and
-DELETE with triggers: append-only is enforced by the database, not by habit.
+disk before :meth:`EventLog.append_batch` returns. The table refuses UPDATE,
+DELETE and any INSERT that would replace a row with triggers: append-only is
+enforced by the database, not by habit.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import sqlite_utils
 from ingest.envelope import EventRecord, iso_utc
 from ingest.errors import LogUnavailable
 
-# Bumped when the schema below changes; stored as PRAGMA user_version.
-SCHEMA_VERSION = 1
+# Bumped when the schema below changes; stored as PRAGMA user_version. Every statement is
+# IF NOT EXISTS, so opening an older log runs the whole script and adds what it lacks.
+SCHEMA_VERSION = 2
 # How long a writer waits for another writer's lock before answering 503.
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 # How often the background checkpointer copies the WAL into the database.
@@ -47,6 +49,14 @@ END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN
     SELECT RAISE(ABORT, 'events is append-only: DELETE is not allowed');
+END;
+-- REPLACE's conflict resolution deletes the old row without firing DELETE triggers (while
+-- recursive_triggers is off): an insert that would meet an existing seq or event id stops here.
+CREATE TRIGGER IF NOT EXISTS events_no_replace BEFORE INSERT ON events
+WHEN EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq)
+  OR EXISTS (SELECT 1 FROM events WHERE provider = NEW.provider AND event_id = NEW.event_id)
+BEGIN
+    SELECT RAISE(ABORT, 'events is append-only: this seq or event id is logged already');
 END;
 """
 

@@ -78,6 +78,58 @@ def test_insert_or_replace_cannot_overwrite(log: EventLog) -> None:
     assert stored.payload == '{"v": 1}'
 
 
+_ROW = "'stripe', 'evt_x', 't', NULL, NULL, 'now', '{\"v\": 2}'"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # REPLACE deletes the conflicting row without firing DELETE triggers.
+        f"INSERT OR REPLACE INTO events VALUES (1, {_ROW})",
+        f"REPLACE INTO events VALUES (1, {_ROW})",
+        "INSERT OR REPLACE INTO events (provider, event_id, type, received_at, payload)"
+        " VALUES ('stripe', 'evt_1', 't', 'now', '{\"v\": 2}')",
+        "REPLACE INTO events (provider, event_id, type, received_at, payload)"
+        " VALUES ('stripe', 'evt_1', 't', 'now', '{\"v\": 2}')",
+        f"INSERT INTO events VALUES (1, {_ROW})"
+        " ON CONFLICT DO UPDATE SET payload = excluded.payload",
+        "INSERT INTO events (provider, event_id, type, received_at, payload)"
+        " VALUES ('stripe', 'evt_1', 't', 'now', '{}')"
+        " ON CONFLICT (provider, event_id) DO UPDATE SET payload = excluded.payload",
+        f"INSERT OR IGNORE INTO events VALUES (1, {_ROW})",
+    ],
+)
+def test_replacing_a_row_fails_at_the_sqlite_level(log: EventLog, statement: str) -> None:
+    log.append_batch([_record("evt_1", payload='{"v": 1}')])
+    before = log.read()
+    conn = sqlite3.connect(log.path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+    assert log.read() == before
+
+
+def test_an_older_log_gains_the_replace_trigger_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    log = EventLog(path)
+    log.append_batch([_record("evt_1", payload='{"v": 1}')])
+    # What a log written before the trigger existed looks like.
+    log.conn.executescript("DROP TRIGGER events_no_replace; PRAGMA user_version = 1;")
+    log.close()
+    reopened = EventLog(path)
+    try:
+        conn = sqlite3.connect(path)
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(f"REPLACE INTO events VALUES (1, {_ROW})")
+        conn.close()
+        assert [e.payload for e in reopened.read()] == ['{"v": 1}']
+    finally:
+        reopened.close()
+
+
 def test_batch_dedupes_against_the_log_and_within_itself(log: EventLog) -> None:
     first = log.append_batch([_record("evt_1"), _record("evt_2")])
     assert [(a.seq, a.duplicate) for a in first] == [(1, False), (2, False)]
