@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from ingest.errors import LogUnavailable
 from ingest.log import StoredEvent
 from ingest.settings import Settings
 from projections.decode import decode, understands
-from projections.errors import DecodeError
+from projections.errors import DecodeError, StoreUnavailable
 from projections.facts import EnforcementFact, Fact, LinkFact, OverrideFact, SubscriptionFact
 from projections.reducers import merge_link, merge_override, merge_subscription
 from projections.resolver import WorkspaceFacts, resolve
@@ -23,6 +24,13 @@ from projections.times import parse_time
 
 # Longest quarantine message kept; errors are short, this bounds a pathological one.
 MAX_ERROR_CHARS = 500
+# Raised while applying an event but not because of it: retrying later may succeed,
+# so the event is never quarantined for these.
+NOT_THE_EVENTS_FAULT: tuple[type[Exception], ...] = (
+    MemoryError,
+    StoreUnavailable,
+    LogUnavailable,
+)
 
 
 class Facts(Protocol):
@@ -56,7 +64,14 @@ class Facts(Protocol):
 
 
 def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
-    """Apply `event`; returns `applied`, `skipped` or `quarantined`."""
+    """Apply `event`; returns `applied`, `skipped` or `quarantined`.
+
+    A payload that does not decode is quarantined here, before anything is
+    written. Any other exception propagates, possibly after `facts` took part
+    of the event's changes: the caller undoes them (a SAVEPOINT in the store,
+    a fresh incremental build in a rebuild) before it quarantines the event
+    with :func:`unapplied_reason`, if :func:`blames_the_event` says so.
+    """
     if not understands(event):
         return "skipped"
     try:
@@ -69,6 +84,23 @@ def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
         touched.update(_put(facts, fact, event.seq))
     _record_history(facts, event, touched, settings)
     return "applied"
+
+
+def blames_the_event(error: Exception) -> bool:
+    """Whether `error`, raised while applying one event, is that event's doing.
+
+    Storage-specific faults (a locked or full disk) are for the storage to
+    tell apart; this only rules out what no event can cause.
+    """
+    return not isinstance(error, NOT_THE_EVENTS_FAULT)
+
+
+def unapplied_reason(error: Exception) -> str:
+    """The quarantine reason of an event whose application raised `error`.
+
+    Names only the exception's type: its text may quote a payload value (SPEC §10).
+    """
+    return f"could not be applied ({error.__class__.__name__})"
 
 
 def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:

@@ -10,7 +10,9 @@ class ProjectionError(Exception):
 class DecodeError(ProjectionError):
     """A known event's payload does not have the shape its type promises.
 
-    The projector quarantines the event with this message and moves on.
+    The projector quarantines the event with this message and moves on. The
+    message names the field and what is wrong with it, never the value: it is
+    shown to operators, and a payload may hold personal data (SPEC §10).
     """
 
 

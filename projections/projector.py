@@ -51,17 +51,20 @@ def catch_up(
     """Apply every event past the store's checkpoint, one batch per transaction.
 
     Safe to run concurrently with itself and to re-run at any point: each batch
-    commits together with its checkpoint, and events at or below the
-    checkpoint are ignored. `on_batch` hears of each batch once it committed.
+    commits together with its checkpoint, events at or below the checkpoint
+    are ignored, and a batch that does not follow on from the stored
+    checkpoint is read again from there. `on_batch` hears of each batch once it committed.
     """
     applied = skipped = quarantined = 0
-    checkpoint = store.checkpoint()
     while True:
         started = time.perf_counter()
+        # Read from the stored checkpoint, never from one remembered here: a replay's swap
+        # or another projector may have moved it since the last batch.
+        checkpoint = store.checkpoint()
         events = log.read(after=checkpoint, limit=batch_size, payloads_of=PROJECTED_TYPES)
         if not events:
             return CatchUp(applied, skipped, quarantined, checkpoint)
-        result = store.apply(events)
+        result = store.apply(events, after=checkpoint)
         if on_batch is not None:
             seconds = time.perf_counter() - started
             on_batch(
@@ -78,4 +81,3 @@ def catch_up(
         applied += result.applied
         skipped += result.skipped
         quarantined += result.quarantined
-        checkpoint = max(checkpoint, result.last_seq)

@@ -4,8 +4,8 @@ The fold runs the same :func:`~projections.applier.apply_event` as the live
 projector, against facts held in dictionaries; version, history and
 quarantine rows are written to a fresh store with `executemany`, so the result
 is row for row what the incremental projector builds, at a fraction of the
-cost. The store it writes is a shadow: :func:`swap_in` replaces the live one
-atomically.
+cost. The store it writes is a shadow: :func:`swap_in` replaces the live one's
+rows with it in one transaction.
 """
 
 from __future__ import annotations
@@ -20,17 +20,20 @@ from pathlib import Path
 from ingest.log import EventLog, StoredEvent
 from ingest.settings import Settings
 from projections import codec
-from projections.applier import apply_event
+from projections.applier import apply_event, blames_the_event
 from projections.decode import PROJECTED_TYPES
 from projections.errors import StoreUnavailable
 from projections.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
+from projections.projector import Batch, catch_up
 from projections.resolver import WorkspaceFacts
-from projections.store import ProjectionStore
+from projections.store import ProjectionStore, storage_fault
 
 # Events read from the log per query.
 READ_BATCH = 5_000
 # Rows buffered before one executemany.
 FLUSH_ROWS = 20_000
+# Catch-up-and-copy rounds a swap tries before giving up on a live store that keeps moving.
+SWAP_ATTEMPTS = 20
 
 Progress = Callable[[int], None]
 
@@ -224,17 +227,26 @@ def rebuild(
     *,
     progress: Progress | None = None,
 ) -> Rebuilt:
-    """Fold the whole log into a new store at `target` (which must not exist)."""
+    """Fold the whole log into a new store at `target` (which must not exist).
+
+    An event whose payload does not decode is quarantined in the fold. Should
+    applying an event raise anything else, or a folded value be refused by the
+    bulk insert, the fold cannot tell which of the event's changes it already
+    took, so `target` is built again by the incremental projector, which
+    applies each event in its own SAVEPOINT and quarantines the one at fault:
+    slower, and row for row what the live projector builds.
+    """
     if target.exists():
         raise StoreUnavailable(f"{target} already exists")
     started = time.perf_counter()
     ProjectionStore(target, settings).close()  # the schema, with this code's version
     facts = MemoryFacts(settings)
     conn = sqlite3.connect(target, isolation_level=None)
+    last = events = 0
+    folded = True
     try:
         conn.execute("PRAGMA synchronous=OFF")  # a crash mid-rebuild just leaves a shadow to delete
         conn.execute("BEGIN")
-        last = events = 0
         while True:
             batch = log.read(after=last, limit=READ_BATCH, payloads_of=PROJECTED_TYPES)
             if not batch:
@@ -252,30 +264,78 @@ def rebuild(
         conn.execute("UPDATE checkpoint SET seq = ?, skipped = ?", (last, facts.skipped))
         conn.execute("COMMIT")
         conn.execute("PRAGMA synchronous=NORMAL")
-    except sqlite3.Error as e:
-        raise StoreUnavailable(f"rebuild into {target} failed: {e}") from e
+    except Exception as e:
+        if isinstance(e, sqlite3.Error) and storage_fault(e):
+            raise StoreUnavailable(f"rebuild into {target} failed: {e}") from e
+        if not blames_the_event(e):
+            raise
+        folded = False  # an event the fold cannot apply: see the docstring
     finally:
         conn.close()
+    if not folded:
+        return _rebuild_incrementally(log, target, settings, progress, events, started)
     return Rebuilt(events=events, seconds=time.perf_counter() - started, checkpoint=last)
 
 
-def swap_in(shadow: Path, live: Path, *, busy_timeout_s: float = 30.0) -> None:
+def _rebuild_incrementally(
+    log: EventLog,
+    target: Path,
+    settings: Settings,
+    progress: Progress | None,
+    reported: int,
+    started: float,
+) -> Rebuilt:
+    """Build `target` afresh with the incremental projector (see :func:`rebuild`).
+
+    `reported`: events the abandoned fold already counted to `progress`.
+    """
+    remove_store(target)
+    store = ProjectionStore(target, settings)
+    uncounted_from = reported
+
+    def count(batch: Batch) -> None:
+        nonlocal uncounted_from
+        new = max(0, batch.events - uncounted_from)
+        uncounted_from = max(0, uncounted_from - batch.events)
+        if progress is not None and new:
+            progress(new)
+
+    try:
+        result = catch_up(log, store, batch_size=READ_BATCH, on_batch=count)
+    finally:
+        store.close()
+    return Rebuilt(
+        events=result.applied + result.skipped + result.quarantined,
+        seconds=time.perf_counter() - started,
+        checkpoint=result.checkpoint,
+    )
+
+
+def swap_in(
+    shadow: ProjectionStore,
+    live: Path,
+    log: EventLog,
+    *,
+    before_commit: Callable[[], None] | None = None,
+) -> int:
     """Replace the live store's content with the shadow's, atomically for readers.
 
-    SQLite's online backup copies every page of the shadow into the live
-    database in one write transaction: a reader's transaction sees the old
-    projection or the new one, never a mix, and nobody reopens anything.
+    The shadow is caught up with the log first; the copy happens in one
+    transaction of the live store, under its write lock, and only when the
+    shadow has applied at least every event the live store has. A live
+    projector that applied events meanwhile simply makes the shadow catch up
+    again: nothing it applied is lost, and the live checkpoint never moves
+    backwards. Returns the checkpoint swapped in. `before_commit` runs inside
+    the copy's transaction, right before COMMIT (crash tests kill the process there).
+
+    Raises :class:`StoreUnavailable` when the live store stays ahead for
+    `SWAP_ATTEMPTS` rounds (a projector outrunning the copy) or cannot be written.
     """
-    try:
-        source = sqlite3.connect(shadow)
-        target = sqlite3.connect(live, timeout=busy_timeout_s)
-        try:
-            source.backup(target)
-        finally:
-            source.close()
-            target.close()
-    except sqlite3.Error as e:
-        raise StoreUnavailable(f"swapping {shadow} into {live} failed: {e}") from e
+    for _ in range(SWAP_ATTEMPTS):
+        caught_up = catch_up(log, shadow)
+        if shadow.copy_over(live, before_commit=before_commit):
+            return caught_up.checkpoint
+    raise StoreUnavailable(f"{live} kept moving ahead of the rebuilt projection; retry the replay")
 
 
 def remove_store(path: Path) -> None:

@@ -20,13 +20,13 @@ from typing import Any
 from ingest.log import StoredEvent
 from ingest.settings import Settings
 from projections import codec
-from projections.applier import apply_event
+from projections.applier import apply_event, blames_the_event, unapplied_reason
 from projections.errors import StoreUnavailable
 from projections.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
 from projections.resolver import WorkspaceFacts
 
 # Bumped whenever reducers or the schema change what a replay would produce.
-PROJECTION_VERSION = 1
+PROJECTION_VERSION = 2
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
 SCHEMA = """
@@ -154,6 +154,19 @@ def read_enforcement(conn: sqlite3.Connection, settings: Settings, as_of: int | 
         params,
     ).fetchone()
     return codec.enforcement(row[0]).mode if row else settings.enforcement
+
+
+def storage_fault(error: Exception) -> bool:
+    """Whether `error` says projections.db cannot be used right now (retry the batch),
+    rather than that the event being applied holds values it cannot store.
+
+    Locked, busy, I/O, full and read-only are OperationalError; corruption and
+    "not a database" are plain DatabaseError; InternalError is SQLite's own.
+    Integrity, interface, programming and data errors come from the values.
+    """
+    return isinstance(error, sqlite3.OperationalError | sqlite3.InternalError) or (
+        type(error) is sqlite3.DatabaseError
+    )
 
 
 class ProjectionStore:
@@ -308,17 +321,48 @@ class ProjectionStore:
 
     # -- writes -------------------------------------------------------------------------
 
-    def apply(self, events: Sequence[StoredEvent]) -> Applied:
-        """Apply `events` (in seq order) past the checkpoint, in one transaction.
+    def copy_over(self, live: Path, *, before_commit: Callable[[], None] | None = None) -> bool:
+        """Replace every row of the store at `live` with this store's, in one transaction
+        there, provided this store has applied at least as far as `live` has.
+
+        Under the live store's write lock, so no projector commits between the
+        comparison and the copy: the live checkpoint never moves backwards, and
+        a reader of `live` sees the old rows or the new ones, never a mix.
+        Returns False, copying nothing, when `live` is ahead (catch up, retry).
+        Both stores must have this code's schema. `before_commit` runs inside
+        the transaction, right before COMMIT (crash tests kill the process there).
+        """
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("ATTACH DATABASE ? AS live", (str(live),))
+                try:
+                    return _copy_into_attached(conn, before_commit)
+                finally:
+                    conn.execute("DETACH DATABASE live")
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"swapping {self.path} into {live} failed: {e}") from e
+
+    def apply(self, events: Sequence[StoredEvent], *, after: int = 0) -> Applied:
+        """Apply `events`, every logged event past seq `after` in seq order, in one
+        transaction.
 
         Events at or below the checkpoint are ignored, so a redelivered batch
-        is a no-op. An event a reducer fails on is quarantined and skipped.
+        is a no-op. A batch that does not follow on from the stored checkpoint
+        (`after` is past it: a replay's swap or another process moved it) is
+        not applied at all: the answer's `last_seq` is the stored checkpoint,
+        from which the caller reads again. An event a reducer fails on is
+        quarantined and skipped.
         """
         with self._lock:
             conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 checkpoint, skipped = conn.execute("SELECT seq, skipped FROM checkpoint").fetchone()
+                if checkpoint < after:
+                    # Applying would leave the events between checkpoint and `after` out forever.
+                    conn.execute("ROLLBACK")
+                    return Applied(last_seq=checkpoint, applied=0, skipped=0, quarantined=0)
                 applied = quarantined = skipped_now = 0
                 last = checkpoint
                 facts = SqliteFacts(conn, self._settings)
@@ -326,7 +370,18 @@ class ProjectionStore:
                     if event.seq <= last:
                         continue
                     last = event.seq
-                    outcome = apply_event(facts, event, self._settings)
+                    # One event's rows stand or fall together: an event that cannot be
+                    # applied is quarantined and the batch goes on; a storage fault ends it.
+                    conn.execute("SAVEPOINT event")
+                    try:
+                        outcome = apply_event(facts, event, self._settings)
+                    except Exception as e:
+                        if storage_fault(e) or not blames_the_event(e):
+                            raise
+                        conn.execute("ROLLBACK TO event")
+                        facts.quarantine(event, unapplied_reason(e))
+                        outcome = "quarantined"
+                    conn.execute("RELEASE event")
                     applied += outcome == "applied"
                     skipped_now += outcome == "skipped"
                     quarantined += outcome == "quarantined"
@@ -337,15 +392,55 @@ class ProjectionStore:
                     self._before_commit()
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
+                # A storage fault, or one while undoing an event: nothing of the batch stays.
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise StoreUnavailable(str(e)) from e
             except BaseException:
-                # A bug in a reducer or the resolver: nothing of the batch stays, the lock goes.
+                # Not an event's doing (out of memory, an interrupt, the before-commit hook):
+                # nothing of the batch stays, the lock goes.
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
         return Applied(last_seq=last, applied=applied, skipped=skipped_now, quarantined=quarantined)
+
+
+# Every table a swap copies, checkpoint last.
+TABLES = (
+    "subscriptions",
+    "links",
+    "overrides",
+    "enforcement",
+    "history",
+    "quarantine",
+    "checkpoint",
+)
+
+
+def _copy_into_attached(conn: sqlite3.Connection, before_commit: Callable[[], None] | None) -> bool:
+    """Copy main's rows over the attached `live` database's, if main is not behind."""
+    conn.execute("BEGIN IMMEDIATE")  # write locks on main and on live
+    try:
+        ours = conn.execute("SELECT seq FROM main.checkpoint").fetchone()[0]
+        theirs = conn.execute("SELECT seq FROM live.checkpoint").fetchone()[0]
+        if ours < theirs:
+            conn.execute("ROLLBACK")
+            return False
+        for table in TABLES:
+            columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA main.table_info({table})"))
+            # Table and column names come from this module and the schema, never from input.
+            conn.execute(f"DELETE FROM live.{table}")  # noqa: S608
+            conn.execute(
+                f"INSERT INTO live.{table} ({columns}) SELECT {columns} FROM main.{table}"  # noqa: S608
+            )
+        if before_commit is not None:
+            before_commit()
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return True
 
 
 class SqliteFacts:

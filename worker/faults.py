@@ -13,6 +13,8 @@ from pathlib import Path
 
 # Where a worker can be told to die (see tests/worker/test_redis_worker.py).
 POINTS = ("before_apply", "before_commit", "before_ack")
+# Where `billhook replay` can: inside its swap transaction (tests/worker/test_replay_traffic.py).
+REPLAY_POINTS = ("swap",)
 
 
 def crash_point(name: str) -> None:

@@ -22,6 +22,7 @@ from projections.projector import catch_up
 from projections.rebuild import Progress, Rebuilt, rebuild, remove_store, swap_in
 from projections.resolver import resolve
 from projections.store import PROJECTION_VERSION, ProjectionStore
+from worker.faults import crash_point
 
 # (tier, source, status): what a dry run compares.
 State = tuple[str, str, str]
@@ -86,11 +87,16 @@ def replay(
             catch_up(log, live)
             catch_up(log, shadow)  # events that arrived while the rebuild ran
             changes = diff(live, shadow, settings, now)
+            if not dry_run:
+                swap_in(
+                    shadow,
+                    settings.projections_path,
+                    log,
+                    before_commit=lambda: crash_point("swap"),
+                )
         finally:
             shadow.close()
             live.close()
-        if not dry_run:
-            swap_in(path, settings.projections_path)
     return changes
 
 

@@ -1,13 +1,18 @@
-"""A bug while applying a batch leaves nothing half-applied and holds no lock."""
+"""A storage fault while applying a batch leaves nothing half-applied and holds no lock.
+
+(A bug while applying one event quarantines that event: tests/projections/test_poison.py.)
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest
 
 from ingest.envelope import stripe_record
 from projections import applier
+from projections.errors import StoreUnavailable
 from projections.projector import catch_up
 from projections.store import ProjectionStore
 from tests.projections.conftest import T0, Feed
@@ -15,16 +20,12 @@ from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body
 
 
-class Boom(Exception):
-    """Stands for a bug in a reducer or the resolver."""
-
-
 def _subscription_event(sub_id: str, workspace: str) -> str:
     sub = stripe_subscription(id=sub_id, metadata={"workspace_id": workspace})
     return stripe_event_body("customer.subscription.created", obj=sub, created=T0).decode()
 
 
-def test_a_bug_mid_batch_rolls_the_whole_batch_back(
+def test_a_storage_fault_mid_batch_rolls_the_whole_batch_back(
     feed: Feed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed.log.append_batch(
@@ -37,12 +38,12 @@ def test_a_bug_mid_batch_rolls_the_whole_batch_back(
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise Boom
+            raise sqlite3.OperationalError("disk I/O error")
         real(*args)
 
     monkeypatch.setattr(applier, "_record_history", fail_on_the_second)
 
-    with pytest.raises(Boom):
+    with pytest.raises(StoreUnavailable):
         catch_up(feed.log, feed.store)
 
     # The first event's rows went with the batch: nothing half-applied.
@@ -59,16 +60,28 @@ def test_a_bug_mid_batch_rolls_the_whole_batch_back(
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("field", "value", "reason"),
     [
-        ("created", 10**14),  # past SQLite's integers once in microseconds
-        ("created", -(10**12)),  # before year 1
-        ("current_period_end", 10**17),  # past what the OS converts (OSError)
-        ("current_period_end", 253_402_300_800),  # 10000-01-01
+        # past SQLite's integers once in microseconds
+        ("created", 10**14, "event created is outside the calendar"),
+        # before year 1
+        ("created", -(10**12), "event created is outside the calendar"),
+        # past what the OS converts (OSError)
+        (
+            "current_period_end",
+            10**17,
+            "subscription items.data[0].current_period_end is outside the calendar",
+        ),
+        # 10000-01-01
+        (
+            "current_period_end",
+            253_402_300_800,
+            "subscription items.data[0].current_period_end is outside the calendar",
+        ),
     ],
 )
 def test_a_signed_time_outside_the_calendar_is_quarantined_not_fatal(
-    feed: Feed, field: str, value: int
+    feed: Feed, field: str, value: int, reason: str
 ) -> None:
     sub = stripe_subscription(id="sub_far", metadata={"workspace_id": "ws_far"})
     created = T0
@@ -81,7 +94,7 @@ def test_a_signed_time_outside_the_calendar_is_quarantined_not_fatal(
     feed.append(stripe_record(body.decode()))
 
     [quarantined] = feed.store.quarantine()
-    assert quarantined.error == f"time {value} is outside the calendar"
+    assert quarantined.error == reason
     # The projector moves on: the next event applies.
     feed.append(stripe_record(_subscription_event("sub_next", "ws_next")))
     assert feed.entitlement("ws_next").tier == "team"

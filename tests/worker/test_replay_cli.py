@@ -124,7 +124,9 @@ def stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     settings = settings_of(config)
     seq, event_id = _write_log(settings)
     _fold_with_the_old_reducer(settings, monkeypatch)
-    line = f"{seq}\tstripe\t{event_id}\tcustomer.subscription.updated\tKeyError: 'status'"
+    line = (
+        f"{seq}\tstripe\t{event_id}\tcustomer.subscription.updated\tsubscription status is missing"
+    )
     return Deployment(config, settings, line)
 
 
