@@ -4,8 +4,8 @@ One POST route that reads the whole body and answers a small JSON object (the
 ingest benchmark's baseline), and one GET route at the path of the
 entitlement API that answers a small JSON object (the reads benchmark's),
 served by uvicorn with exactly the settings `billhook serve` uses (one
-process, the default loop and HTTP implementations, no access log, warnings
-only), so the ratio measures billhook's own work and nothing else.
+process, the default loop, billhook's bounded HTTP protocol and connection
+limit, no access log, warnings only), so the ratio measures billhook's own work and nothing else.
 
 Run it as `python -m bench.minimal_app --port PORT`.
 """
@@ -19,6 +19,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ingest.settings import Settings
+from worker.server import uvicorn_options
 
 
 async def receive(request: Request) -> Response:
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(Settings()),
     )
 
 

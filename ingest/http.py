@@ -73,6 +73,17 @@ class ApiError(Exception):
         self.extra = dict(extra or {})
 
 
+class RequestTimeout(ApiError):
+    """The request body did not arrive within `timeout_s` of its headers (408)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {timeout_s:g} s of its headers",
+        )
+
+
 def error_response(request: Request, status: int, error: str, detail: str) -> JSONResponse:
     """The `{"error", "detail"}` answer; the request's log line names `error` too."""
     log_fields(request.scope)["error"] = error
@@ -108,6 +119,16 @@ def _mapped(status: int, error: str) -> Handler:
     return handle
 
 
+_request_timeout = _mapped(408, "request_timeout")
+
+
+async def _timed_out(request: Request, exc: Exception) -> Response:
+    response = await _request_timeout(request, exc)
+    # The rest of the body may still be trickling in: end the connection instead of reading it.
+    response.headers["connection"] = "close"
+    return response
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
@@ -134,6 +155,7 @@ def exception_handlers() -> dict[type[Exception] | int, Handler]:
         exc: _mapped(status, error) for exc, (status, error) in INGEST_ERRORS.items()
     }
     handlers[ApiError] = _api_error
+    handlers[RequestTimeout] = _timed_out
     handlers[HTTPException] = _http_exception
     handlers[ClientDisconnect] = _client_gone
     handlers[Exception] = _unexpected

@@ -130,6 +130,8 @@ class Settings:
     signature_tolerance_s: int = 300
     attention_grace_hours: float = 0
     workspace_key: str = "workspace_id"
+    request_timeout_s: int = 10
+    max_connections: int = 1000
     tiers: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     stripe: StripeSettings = field(default_factory=StripeSettings)
     polar: PolarSettings = field(default_factory=PolarSettings)
@@ -222,6 +224,8 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
             "signature_tolerance_s",
             "attention_grace_hours",
             "workspace_key",
+            "request_timeout_s",
+            "max_connections",
         },
     )
     defaults = Settings()
@@ -285,6 +289,12 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
         attention_grace_hours=_grace_hours(core),
         workspace_key=_nonempty(
             core, "workspace_key", "billhook.workspace_key", defaults.workspace_key
+        ),
+        request_timeout_s=_positive_int(
+            core, "request_timeout_s", "billhook.request_timeout_s", defaults.request_timeout_s
+        ),
+        max_connections=_positive_int(
+            core, "max_connections", "billhook.max_connections", defaults.max_connections
         ),
         tiers=tiers,
         stripe=stripe,

@@ -45,7 +45,7 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
     import uvicorn
 
     from worker import logs
-    from worker.server import create_app
+    from worker.server import create_app, uvicorn_options
 
     settings = load(config_path)
     logs.configure(log_level)
@@ -63,6 +63,7 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),
     )
 
 

@@ -89,6 +89,7 @@ def _v1(
     if scope == "admin":
         auth[403] = ("forbidden",)
     if body is not None:
+        auth[408] = ("request_timeout",)
         auth[413] = ("payload_too_large",)
     all_errors = {**auth, **errors}
     operation: dict[str, Any] = {
@@ -137,6 +138,7 @@ def _webhook(provider: str, headers: tuple[str, ...], verified_by: str) -> dict[
                     {
                         400: ("invalid_signature", "invalid_payload", "client_disconnected"),
                         404: ("provider_not_configured",),
+                        408: ("request_timeout",),
                         413: ("payload_too_large",),
                         503: ("log_unavailable", "unavailable"),
                     }

@@ -25,7 +25,15 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "billhook.toml"
 def test_the_example_config_is_the_defaults_plus_its_maps() -> None:
     settings = load_settings(EXAMPLE, environ={})
     defaults = Settings()
-    for key in ("mode", "data_dir", "enforcement", "max_body_bytes", "signature_tolerance_s"):
+    for key in (
+        "mode",
+        "data_dir",
+        "enforcement",
+        "max_body_bytes",
+        "signature_tolerance_s",
+        "request_timeout_s",
+        "max_connections",
+    ):
         assert getattr(settings, key) == getattr(defaults, key)
     assert settings.attention_grace_hours == defaults.attention_grace_hours
     assert settings.workspace_key == defaults.workspace_key
@@ -51,6 +59,8 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
         "signature_tolerance_s",
         "attention_grace_hours",
         "workspace_key",
+        "request_timeout_s",
+        "max_connections",
     }
     assert set(raw["stripe"]) == {"webhook_secrets", "api_key", "api_base", "prices"}
     assert set(raw["polar"]) == {
@@ -94,6 +104,22 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
             "billhook.attention_grace_hours: expected a number",
         ),
         ({"billhook": {"workspace_key": " "}}, "billhook.workspace_key: must not be empty"),
+        (
+            {"billhook": {"request_timeout_s": 0}},
+            "billhook.request_timeout_s: must be at least 1, got 0",
+        ),
+        (
+            {"billhook": {"request_timeout_s": 2.5}},
+            "billhook.request_timeout_s: expected int, got float",
+        ),
+        (
+            {"billhook": {"max_connections": -5}},
+            "billhook.max_connections: must be at least 1, got -5",
+        ),
+        (
+            {"billhook": {"max_connections": "1000"}},
+            "billhook.max_connections: expected int, got string",
+        ),
         ({"billhook": {"data_dir": 3}}, "billhook.data_dir: expected str"),
         ({"tiers": {}}, "tiers: at least one tier is required"),
         ({"tiers": {"solo": "reads"}}, "tiers.solo: expected an array of strings"),

@@ -1,8 +1,10 @@
-"""The embedded projector outlives a bug: it logs the failure and tries again."""
+"""The embedded projector outlives a storage fault (it logs it and tries again) and a bug
+(the event is quarantined)."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,10 @@ from worker.embedded import EmbeddedProjector
 WAIT_S = 10.0
 
 
-def test_the_projector_survives_a_failing_batch_and_applies_it_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def _run_until_projected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> tuple[ProjectionStore, int, int]:
+    """Apply one event whose history fails twice with `failure`; (store, seq, failures)."""
     settings = projection_settings(tmp_path / "data")
     log = EventLog(settings.events_path)
     store = ProjectionStore(settings.projections_path, settings)
@@ -35,7 +38,7 @@ def test_the_projector_survives_a_failing_batch_and_applies_it_later(
         nonlocal failures
         if failures < 2:
             failures += 1
-            raise RuntimeError("a bug that quotes jane@example.com")
+            raise failure
         real(*args)
 
     monkeypatch.setattr(applier, "_record_history", fail_twice)
@@ -43,22 +46,48 @@ def test_the_projector_survives_a_failing_batch_and_applies_it_later(
     body = stripe_event_body("customer.subscription.created", obj=sub, created=T0)
     [appended] = log.append_batch([stripe_record(body.decode())])
     projector = EmbeddedProjector(log, store, settings, interval_s=0.05)
-    with caplog.at_level(logging.ERROR, logger="billhook.projector"):
-        projector.start()
-        try:
-            projector.wake()
-            deadline = time.monotonic() + WAIT_S
-            while store.checkpoint() < appended.seq and time.monotonic() < deadline:
-                time.sleep(0.02)
-        finally:
-            projector.stop()
+    projector.start()
     try:
-        assert store.checkpoint() == appended.seq
+        projector.wake()
+        deadline = time.monotonic() + WAIT_S
+        while store.checkpoint() < appended.seq and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        projector.stop()
+        log.close()
+    return store, appended.seq, failures
+
+
+def test_a_storage_fault_is_logged_and_the_batch_applied_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="billhook.projector"):
+        store, seq, failures = _run_until_projected(
+            tmp_path, monkeypatch, sqlite3.OperationalError("disk I/O error")
+        )
+    try:
+        assert store.checkpoint() == seq
         assert failures == 2
+        assert store.quarantine() == []
+        assert [h.seq for h in store.history("ws_survive")] == [seq]
         fields = [getattr(r, "fields", {}) for r in caplog.records]
-        failed = [f["error"] for f in fields if f.get("outcome") == "failed"]
-        assert failed == ["RuntimeError", "RuntimeError"]
+        assert [f["outcome"] for f in fields if "outcome" in f] == ["unavailable", "unavailable"]
+    finally:
+        store.close()
+
+
+def test_a_bug_on_one_event_quarantines_it_and_the_projector_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="billhook.projector"):
+        store, seq, failures = _run_until_projected(
+            tmp_path, monkeypatch, RuntimeError("a bug that quotes jane@example.com")
+        )
+    try:
+        assert store.checkpoint() == seq
+        assert failures == 1
+        [quarantined] = store.quarantine()
+        assert (quarantined.seq, quarantined.error) == (seq, "could not be applied (RuntimeError)")
         assert "jane@example.com" not in caplog.text
     finally:
-        log.close()
         store.close()
