@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := ingest projections worker
+PACKAGES := src/billhook
 
 .PHONY: run test lint types pytest bench clean
 

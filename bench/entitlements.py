@@ -60,7 +60,7 @@ def billhook_command(config: Path, port: int) -> list[str]:
     """`billhook serve` as the benchmarks run it (warnings only)."""
     return [
         sys.executable,
-        *("-m", "worker", "serve", "--config", str(config)),
+        *("-m", "billhook", "serve", "--config", str(config)),
         *("--port", str(port), "--log-level", "warning"),
     ]
 

@@ -265,7 +265,7 @@ def run_billhook(
     config = round_dir / "billhook.toml"
     config.write_text(billhook_config(data_dir, secret), encoding="utf-8")
     port = free_port()
-    command = [sys.executable, "-m", "worker", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "billhook", "serve", "--config", str(config)]
     command += ["--port", str(port), "--log-level", "warning"]
     with serve(command, port, round_dir / "server.log") as server:
         load = measure(wrk, server, port, pool.path, options, options.duration_s)

@@ -39,8 +39,8 @@ from bench.episodes import timeline
 from bench.lifecycles import plan
 from bench.payloads import checked_record, record
 from bench.tools import REPO
-from ingest.envelope import EventRecord
-from ingest.log import EventLog
+from billhook.domain.records import EventRecord
+from billhook.log.sqlite import EventLog
 
 # Bump whenever the generated log would differ: a log of another version is never reused.
 GENERATOR_VERSION = 1

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingest.settings import Settings
-from worker.server import uvicorn_options
+from billhook.api.app import uvicorn_options
+from billhook.config import Settings
 
 
 async def receive(request: Request) -> Response:

@@ -31,7 +31,9 @@ from bench.lifecycles import (
     invoice_id,
 )
 from bench.templates import Template, b, hole, iso, n, obj, opt, s
-from ingest.envelope import EventRecord, iso_utc, polar_record, stripe_record
+from billhook.domain.records import EventRecord
+from billhook.domain.times import iso_utc
+from billhook.providers.envelope import polar_record, stripe_record
 from tests.polar_payloads import (
     API_VERSION as POLAR_API_VERSION,
 )

@@ -213,7 +213,7 @@ def worker(config: Path, core: int, threads: int, log: Path) -> Iterator[subproc
     """`billhook worker` on `core` until the block ends; its output goes to `log`."""
     command = [
         sys.executable,
-        *("-m", "worker", "worker", "--config", str(config)),
+        *("-m", "billhook", "worker", "--config", str(config)),
         *("--threads", str(threads), "--log-level", "warning"),
     ]
     with log.open("wb") as out:

@@ -204,10 +204,10 @@ def prepare_log(spec: make_log.LogSpec) -> tuple[Path, make_log.Stats, bool]:
 
 def build_live_store(config: Path) -> float:
     """A fresh live projection store for the data dir (in this process); the seconds it took."""
-    from ingest.log import EventLog
-    from ingest.settings import load_settings
-    from projections.rebuild import rebuild, remove_store
-    from worker.replay import shadow_path
+    from billhook.config import load_settings
+    from billhook.log.sqlite import EventLog
+    from billhook.projections.rebuild import rebuild, remove_store
+    from billhook.runners.replay import shadow_path
 
     settings = load_settings(config, {})
     remove_store(settings.projections_path)
@@ -308,7 +308,7 @@ def replay_command(data: Path, config: Path, options: Options) -> list[str]:
         ]
     return [
         sys.executable,
-        *("-m", "worker", "replay", "--config", str(config)),
+        *("-m", "billhook", "replay", "--config", str(config)),
         *(["--dry-run"] if options.dry_run else []),
     ]
 
@@ -350,8 +350,8 @@ def run_round(number: int, data: Path, config: Path, options: Options) -> Round:
 
 def probe(config: Path, store_path: Path) -> Probe:
     """Time `workspace_facts` over a sample of the store's workspaces (this process)."""
-    from ingest.settings import load_settings
-    from projections.store import ProjectionStore
+    from billhook.config import load_settings
+    from billhook.projections.store import ProjectionStore
 
     settings = load_settings(config, {})
     store = ProjectionStore(store_path, settings)
@@ -593,7 +593,7 @@ def measure_all(options: Options) -> Summary:
     store = rebuild_target(data) if options.via == VIA_REBUILD else data / "projections.db"
     result = probe(config, store)
     if options.via == VIA_REBUILD:
-        from projections.rebuild import remove_store
+        from billhook.projections.rebuild import remove_store
 
         remove_store(store)
     return Summary(options, rounds, stats, reused, live_s, result, data)

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ingest.log import EventLog
-from ingest.settings import load_settings
-from projections.rebuild import rebuild, remove_store
+from billhook.config import load_settings
+from billhook.log.sqlite import EventLog
+from billhook.projections.rebuild import rebuild, remove_store
 
 
 def main(argv: Sequence[str]) -> int:

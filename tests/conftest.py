@@ -6,11 +6,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingest.log import EventLog
-from ingest.settings import Settings
+from billhook.api.app import create_app
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
 from tests.contract import contract_client
 from tests.support import make_settings, serve_in_thread
-from worker.server import create_app
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import uvicorn
 from standardwebhooks import Webhook
 from starlette.types import ASGIApp
 
-from ingest.settings import Settings, parse_settings
+from billhook.config import Settings, parse_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

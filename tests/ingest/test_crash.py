@@ -1,6 +1,6 @@
 """Acked means durable, even when the server is SIGKILLed mid-load (SPEC §1, §4).
 
-A real `python -m worker serve` process takes concurrent signed Stripe
+A real `python -m billhook serve` process takes concurrent signed Stripe
 deliveries; it is killed with SIGKILL at a random moment several times and
 restarted on the same data directory. Every event that was answered 2xx must
 be in `events.db` afterwards, at the seq its answer named, with the exact bytes
@@ -24,7 +24,7 @@ from typing import IO
 
 import httpx
 
-from ingest.log import EventLog
+from billhook.log.sqlite import EventLog
 from tests.support import STRIPE_SECRET, free_port, stripe_event_body, stripe_headers
 
 # The project root: the subprocess imports `worker` from here.
@@ -89,7 +89,7 @@ def _write_config(tmp_path: Path) -> Path:
 
 def _start_server(config: Path, port: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in _CONFIG_ENV}
-    command = [sys.executable, "-m", "worker", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "billhook", "serve", "--config", str(config)]
     command += ["--port", str(port), "--log-level", "warning"]
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from ingest.log import EventLog
+from billhook.log.sqlite import EventLog
 from tests.support import (
     POLAR_SECRET,
     STRIPE_SECRET,

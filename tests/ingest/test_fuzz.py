@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.log import EventLog
+from billhook.api.app import create_app
+from billhook.log.sqlite import EventLog
 from tests.contract import Contract, contract_hook
 from tests.support import make_settings, polar_headers, serve_in_thread, stripe_headers
-from worker.server import create_app
 
 # Header bytes HTTP/1.1 allows in a value: visible ASCII, inner space and tab, obs-text.
 HEADER_BYTES = st.binary(max_size=120).map(

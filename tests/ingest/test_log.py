@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.envelope import EventRecord
-from ingest.errors import LogUnavailable
-from ingest.log import EventLog
+from billhook.domain.records import EventRecord
+from billhook.errors import LogUnavailable
+from billhook.log.sqlite import EventLog
 
 
 def _record(event_id: str, provider: str = "stripe", payload: str = "{}") -> EventRecord:
@@ -215,7 +215,7 @@ def test_read_can_leave_out_payloads_nobody_needs(log: EventLog) -> None:
 
 
 def test_the_checkpointer_copies_the_wal_so_commits_need_not(tmp_path: Path) -> None:
-    from ingest.log import Checkpointer
+    from billhook.log.sqlite import Checkpointer
 
     path = tmp_path / "events.db"
     writer = EventLog(path)

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.log import EventLog
-from ingest.settings import Settings
+from billhook.api.app import create_app
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
 from tests.contract import contract_client
 from tests.support import (
     POLAR_LEGACY_SECRET,
@@ -26,7 +27,6 @@ from tests.support import (
     stripe_event_body,
     stripe_headers,
 )
-from worker.server import create_app
 
 NOW = 1_800_000_000
 TOLERANCE = 300

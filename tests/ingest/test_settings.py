@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ingest.errors import ConfigError
-from ingest.settings import (
+from billhook.config import (
     PriceMapping,
     ProductMapping,
     Secret,
@@ -18,6 +17,7 @@ from ingest.settings import (
     parse_settings,
     resolve_config_path,
 )
+from billhook.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "billhook.toml"
 

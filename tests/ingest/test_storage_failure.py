@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingest.log import EventLog
-from ingest.settings import Settings
+from billhook.api.app import create_app
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
 from tests.contract import contract_client
 from tests.support import (
     POLAR_LEGACY_SECRET,
@@ -33,7 +34,6 @@ from tests.support import (
     stripe_object,
     tmpfs,
 )
-from worker.server import create_app
 
 # Padding that makes each event need several fresh pages of the database.
 LARGE_NOTE = "n" * 16_384

@@ -12,9 +12,9 @@ from polar.webhooks import PolarWebhookVerificationError
 from polar.webhooks import validate_event as polar_validate_event
 from standardwebhooks import Webhook
 
-from ingest.errors import InvalidSignature
-from ingest.settings import Secret
-from ingest.verify import polar_signing_keys, verify_polar, verify_stripe
+from billhook.config import Secret
+from billhook.errors import InvalidSignature
+from billhook.providers.verify import polar_signing_keys, verify_polar, verify_stripe
 from tests.support import (
     POLAR_LEGACY_SECRET,
     POLAR_SECRET,

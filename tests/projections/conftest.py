@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
-from ingest.envelope import EventRecord, iso_utc, polar_record, stripe_record
-from ingest.log import EventLog
-from ingest.settings import Settings, parse_settings
-from projections.projector import catch_up
-from projections.resolver import Entitlement, resolve
-from projections.store import ProjectionStore
+from billhook.config import Settings, parse_settings
+from billhook.domain.records import EventRecord
+from billhook.domain.resolver import Entitlement, resolve
+from billhook.domain.times import iso_utc
+from billhook.log.sqlite import EventLog
+from billhook.projections.projector import catch_up
+from billhook.projections.store import ProjectionStore
+from billhook.providers.envelope import polar_record, stripe_record
 from tests.support import stripe_event_body
 
 PRODUCT_TEAM = "8f1e2c1a-7d4b-4c55-9a11-3e6f0b6a2c01"
@@ -93,7 +95,7 @@ class Feed:
         return self.append(record)
 
     def entitlement(self, workspace: str, now: datetime = NOW) -> Entitlement:
-        return resolve(self.store.workspace_facts(workspace), self.settings, now)
+        return resolve(self.store.workspace_facts(workspace), self.settings.policy, now)
 
 
 @pytest.fixture

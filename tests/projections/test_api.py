@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.log import EventLog
-from ingest.settings import Settings
+from billhook.api.app import create_app
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
 from tests.contract import contract_client
 from tests.projections.conftest import ADMIN_TOKEN, READ_TOKEN
 from tests.stripe_payloads import STRIPE_PII, stripe_customer, stripe_subscription
 from tests.support import STRIPE_SECRET, serve_in_thread, stripe_event_body, stripe_headers
-from worker.server import create_app
 
 READ = {"Authorization": f"Bearer {READ_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from ingest.envelope import stripe_record
-from projections import applier
-from projections.errors import StoreUnavailable
-from projections.projector import catch_up
-from projections.store import ProjectionStore
+from billhook.errors import StoreUnavailable
+from billhook.projections import applier
+from billhook.projections.projector import catch_up
+from billhook.projections.store import ProjectionStore
+from billhook.providers.envelope import stripe_record
 from tests.projections.conftest import T0, Feed
 from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body

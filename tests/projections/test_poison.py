@@ -22,16 +22,18 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.envelope import EventRecord, polar_record, stripe_record
-from ingest.log import EventLog, StoredEvent
-from ingest.settings import Settings
-from projections import applier
-from projections.decode import decode as real_decode
-from projections.errors import StoreUnavailable
-from projections.facts import Fact, SubscriptionFact
-from projections.projector import catch_up
-from projections.rebuild import rebuild
-from projections.store import ProjectionStore
+from billhook.api.app import create_app
+from billhook.config import Settings
+from billhook.domain.facts import Fact, SubscriptionFact
+from billhook.domain.records import EventRecord, StoredEvent
+from billhook.errors import StoreUnavailable
+from billhook.log.sqlite import EventLog
+from billhook.projections import applier
+from billhook.projections.projector import catch_up
+from billhook.projections.rebuild import rebuild
+from billhook.projections.store import ProjectionStore
+from billhook.providers.decode import decode as real_decode
+from billhook.providers.envelope import polar_record, stripe_record
 from tests.contract import contract_client
 from tests.polar_payloads import polar_customer, polar_event, polar_subscription
 from tests.projections.conftest import ADMIN_TOKEN, PRODUCT_TEAM, READ_TOKEN, T0, Feed
@@ -48,7 +50,6 @@ from tests.support import (
     stripe_event_body,
     stripe_headers,
 )
-from worker.server import create_app
 
 # A marker planted in every malformed value: no reason may contain it.
 MARK = "planted7f3a"

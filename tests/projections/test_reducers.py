@@ -9,11 +9,11 @@ from functools import reduce
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.envelope import stripe_record
-from ingest.log import StoredEvent
-from projections.decode import decode
-from projections.facts import SubscriptionFact
-from projections.reducers import merge_subscription
+from billhook.domain.facts import SubscriptionFact
+from billhook.domain.records import StoredEvent
+from billhook.domain.reducers import merge_subscription
+from billhook.providers.decode import decode
+from billhook.providers.envelope import stripe_record
 from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body
 

@@ -6,10 +6,10 @@ import hashlib
 import random
 from pathlib import Path
 
-from ingest.settings import Settings
-from projections.decode import OVERRIDE_REVOKED, OVERRIDE_SET
-from projections.projector import catch_up
-from projections.store import ProjectionStore
+from billhook.config import Settings
+from billhook.projections.projector import catch_up
+from billhook.projections.store import ProjectionStore
+from billhook.providers.decode import OVERRIDE_REVOKED, OVERRIDE_SET
 from tests.projections.conftest import T0, Feed
 from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
 
@@ -91,8 +91,8 @@ def test_re_running_a_batch_is_a_no_op(feed: Feed) -> None:
 
 def test_projected_types_are_exactly_the_understood_ones() -> None:
     """The projector reads payloads only of PROJECTED_TYPES: they must be what decode knows."""
-    from ingest.log import StoredEvent
-    from projections.decode import PROJECTED_TYPES, understands
+    from billhook.domain.records import StoredEvent
+    from billhook.providers.decode import PROJECTED_TYPES, understands
 
     for provider, types in PROJECTED_TYPES.items():
         for event_type in types:

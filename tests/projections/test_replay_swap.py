@@ -19,13 +19,14 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.envelope import EventRecord, stripe_record
-from ingest.log import EventLog, StoredEvent
-from ingest.settings import Settings
-from projections.decode import PROJECTED_TYPES
-from projections.projector import catch_up
-from projections.rebuild import rebuild, swap_in
-from projections.store import ProjectionStore
+from billhook.config import Settings
+from billhook.domain.records import EventRecord, StoredEvent
+from billhook.log.sqlite import EventLog
+from billhook.projections.projector import catch_up
+from billhook.projections.rebuild import rebuild, swap_in
+from billhook.projections.store import ProjectionStore
+from billhook.providers.decode import PROJECTED_TYPES
+from billhook.providers.envelope import stripe_record
 from tests.projections.conftest import T0, projection_settings
 from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body

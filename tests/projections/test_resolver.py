@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from projections.decode import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
+from billhook.providers.decode import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
 from tests.projections.conftest import NOW, T0, Feed, projection_settings
 from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
 

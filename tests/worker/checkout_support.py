@@ -21,8 +21,11 @@ import httpx
 import pytest
 from stripe._http_client import HTTPClient
 
-from ingest.log import EventLog, StoredEvent
-from ingest.settings import Settings, parse_settings
+from billhook.api.app import create_app
+from billhook.config import Settings, parse_settings
+from billhook.domain.records import StoredEvent
+from billhook.log.sqlite import EventLog
+from billhook.providers import clients as providers
 from tests.fakes.polar_api import PolarState, polar_fake, polar_product
 from tests.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
 from tests.polar_payloads import polar_event
@@ -35,8 +38,6 @@ from tests.support import (
     stripe_event_body,
     stripe_headers,
 )
-from worker import providers
-from worker.server import create_app
 
 # Distinctive credentials, so a leak into an answer or the log is easy to spot.
 STRIPE_KEY = "sk_test_checkoutKey83Jd0SecretStripe"

@@ -30,10 +30,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.log import EventLog
-from ingest.settings import Settings, load_settings
-from projections.rebuild import rebuild
-from projections.store import ProjectionStore
+from billhook.config import Settings, load_settings
+from billhook.log.sqlite import EventLog
+from billhook.projections.rebuild import rebuild
+from billhook.projections.store import ProjectionStore
 from tests.contract import contract_client
 from tests.stripe_payloads import stripe_subscription
 from tests.support import STRIPE_SECRET, free_port, stripe_event_body, stripe_headers
@@ -240,7 +240,7 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
 
 @dataclass
 class Server:
-    """A `python -m worker serve` process."""
+    """A `python -m billhook serve` process."""
 
     process: subprocess.Popen[bytes]
     base_url: str
@@ -277,7 +277,7 @@ class Processes:
         out = log.open("ab")
         self._logs.append(out)
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker", *args],
+            [sys.executable, "-m", "billhook", *args],
             cwd=ROOT,
             env=_env(env),
             stdin=subprocess.DEVNULL,
@@ -348,9 +348,9 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 def run_cli(*args: str, timeout_s: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    """Run `python -m worker ARGS` to completion (bounded); its output as text."""
+    """Run `python -m billhook ARGS` to completion (bounded); its output as text."""
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
+        [sys.executable, "-m", "billhook", *args],
         cwd=ROOT,
         env=_env(None),
         stdin=subprocess.DEVNULL,

@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
-from ingest.log import EventLog
-from ingest.settings import ENFORCEMENT_MODES, SEAT_ACTION, Settings, parse_settings
+from billhook.api.app import create_app
+from billhook.api.openapi import openapi_document
+from billhook.config import ENFORCEMENT_MODES, SEAT_ACTION, Settings, parse_settings
+from billhook.log.sqlite import EventLog
 from tests.contract import Contract, contract_hook
 from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread
-from worker.openapi import openapi_document
-from worker.server import create_app
 
 READ_TOKEN = "read-token-fuzz-0123456789"
 ADMIN_TOKEN = "admin-token-fuzz-0123456789"

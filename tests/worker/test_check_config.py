@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ingest.settings import PriceMapping, ProductMapping
-from tests.fakes.polar_api import DEFAULT_ACCESS_TOKEN, PolarState, polar_fake, polar_product
-from tests.fakes.stripe_api import DEFAULT_API_KEY, StripeState, stripe_fake, stripe_price
-from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread
-from worker.cli import main
-from worker.preflight import (
+from billhook.cli.main import main
+from billhook.config import PriceMapping, ProductMapping
+from billhook.sync.preflight import (
     polar_product_check,
     stripe_key,
     stripe_price_check,
     tier_pricing,
 )
+from tests.fakes.polar_api import DEFAULT_ACCESS_TOKEN, PolarState, polar_fake, polar_product
+from tests.fakes.stripe_api import DEFAULT_API_KEY, StripeState, stripe_fake, stripe_price
+from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread
 
 LIVE_KEY = "sk_live_fake_0123456789"
 TEAM_MONTHLY = "6b0f6a34-3f2e-4a51-9c1d-1a2b3c4d5e01"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from projections.decode import CHECKOUT_STARTED, PORTAL_OPENED
+from billhook.providers.decode import CHECKOUT_STARTED, PORTAL_OPENED
+from billhook.providers.sessions import IDEMPOTENCY_PREFIX
 from tests.fakes import Failure
 from tests.polar_payloads import polar_subscription
 from tests.stripe_payloads import stripe_checkout_session, stripe_customer
@@ -32,7 +33,6 @@ from tests.worker.checkout_support import (
     assert_no_secrets,
     subscribe_stripe,
 )
-from worker.sessions import IDEMPOTENCY_PREFIX
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from projections.decode import CHECKOUT_STARTED, PORTAL_OPENED
+from billhook.providers.decode import CHECKOUT_STARTED, PORTAL_OPENED
 from tests.fakes import Failure
 from tests.polar_payloads import polar_subscription
 from tests.worker.checkout_support import (

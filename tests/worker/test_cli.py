@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ingest.envelope import EventRecord
-from ingest.log import EventLog
-from worker.cli import main
+from billhook.cli.main import main
+from billhook.domain.records import EventRecord
+from billhook.log.sqlite import EventLog
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_serve_with_an_invalid_config_exits_with_one_line(
     cfg = tmp_path / "bad.toml"
     cfg.write_text(toml)
     proc = subprocess.run(
-        [sys.executable, "-m", "worker", "serve", "--config", str(cfg), "--port", "0"],
+        [sys.executable, "-m", "billhook", "serve", "--config", str(cfg), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -132,7 +132,7 @@ def test_serve_with_an_unusable_data_dir_exits_with_one_line(tmp_path: Path) -> 
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[billhook]\ndata_dir = "{tmp_path / "blocker" / "data"}"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "worker", "serve", "--config", str(cfg), "--port", "0"],
+        [sys.executable, "-m", "billhook", "serve", "--config", str(cfg), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,

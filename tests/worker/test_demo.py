@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import demo_checkout
+from billhook.cli import demo_checkout
 
 # The source checkout: the demo buys through the provider fakes under its tests/.
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_prints_every_step_with_the_expected_entitlement() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "worker", "demo"],
+        [sys.executable, "-m", "billhook", "demo"],
         cwd=ROOT,
         capture_output=True,
         text=True,

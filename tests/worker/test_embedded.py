@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from ingest.envelope import stripe_record
-from ingest.log import EventLog
-from projections import applier
-from projections.store import ProjectionStore
+from billhook.log.sqlite import EventLog
+from billhook.projections import applier
+from billhook.projections.store import ProjectionStore
+from billhook.providers.envelope import stripe_record
+from billhook.runners.embedded import EmbeddedProjector
 from tests.projections.conftest import T0, projection_settings
 from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body
-from worker.embedded import EmbeddedProjector
 
 # Upper bound on waiting for the projector; it retries every 0.05 s here.
 WAIT_S = 10.0

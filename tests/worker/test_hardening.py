@@ -22,9 +22,10 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from ingest.http import RequestTimeout
-from ingest.log import EventLog
-from ingest.settings import Settings
+from billhook.api.app import BodyDeadline, create_app
+from billhook.api.errors import RequestTimeout
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
 from tests.contract import contract_client
 from tests.support import POLAR_SECRET, serve_in_thread, stripe_event_body
 from tests.worker.conftest import (
@@ -35,7 +36,6 @@ from tests.worker.conftest import (
     wait_until,
     write_config,
 )
-from worker.server import BodyDeadline, create_app
 
 # `request_timeout_s` of the server that cuts slow clients.
 BOUND_S = 1

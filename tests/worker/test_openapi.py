@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from ingest.settings import Settings
+from billhook.api.app import create_app
+from billhook.api.openapi import SCOPE_FIELD, openapi_document
+from billhook.config import Settings
 from tests.contract import Contract, contract_client
 from tests.support import serve_in_thread
-from worker.openapi import SCOPE_FIELD, openapi_document
-from worker.server import create_app
 
 # Methods Starlette adds by itself (HEAD beside GET), which the document does not repeat.
 IMPLICIT_METHODS = {"HEAD"}

@@ -21,10 +21,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.log import EventLog
-from ingest.settings import Settings
-from projections.projector import catch_up
-from projections.store import ProjectionStore
+from billhook.api.app import create_app
+from billhook.api.ops import LagBounds
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
+from billhook.projections.projector import catch_up
+from billhook.projections.store import ProjectionStore
 from tests.stripe_payloads import stripe_subscription
 from tests.support import (
     fill,
@@ -48,8 +50,6 @@ from tests.worker.conftest import (
     wait_until,
     write_config,
 )
-from worker.ops import LagBounds
-from worker.server import create_app
 
 READ_TOKEN = "read-token-ops-tests-0123456789"
 # Padding that makes each event need several fresh pages of the database.

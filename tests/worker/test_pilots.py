@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ingest.envelope import EventRecord, polar_record, stripe_record
-from ingest.log import EventLog
-from ingest.settings import Settings, load_settings
-from projections import operator
-from projections.projector import catch_up
-from projections.store import ProjectionStore
+from billhook.cli.main import main
+from billhook.cli.pilots import PilotRow, PilotsFileError, import_rows, parse_pilots, plan_import
+from billhook.config import Settings, load_settings
+from billhook.domain.records import EventRecord
+from billhook.log.sqlite import EventLog
+from billhook.projections import actions as operator
+from billhook.projections.projector import catch_up
+from billhook.projections.store import ProjectionStore
+from billhook.providers.envelope import polar_record, stripe_record
 from tests.polar_payloads import polar_event, polar_subscription
 from tests.stripe_payloads import stripe_subscription
 from tests.support import STRIPE_SECRET, stripe_event_body
-from worker.cli import main
-from worker.pilots import PilotRow, PilotsFileError, import_rows, parse_pilots, plan_import
 
 PRODUCT_TEAM = "5d6c7b8a-1e2f-4a3b-9c4d-0e1f2a3b4c01"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import redis
 
-from ingest.envelope import stripe_record
-from ingest.log import EventLog
-from ingest.settings import Settings
-from projections.resolver import resolve
-from projections.store import ProjectionStore
+from billhook.config import Settings
+from billhook.domain.resolver import resolve
+from billhook.log.sqlite import EventLog
+from billhook.projections.store import ProjectionStore
+from billhook.providers.envelope import stripe_record
+from billhook.runners.worker import CATCH_UP_INTERVAL_S
 from tests.projections.test_poison import EMAIL, HUGE, POISONS
 from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body
@@ -33,7 +34,6 @@ from tests.worker.conftest import (
     wait_projected,
     write_config,
 )
-from worker.runner import CATCH_UP_INTERVAL_S
 
 HEADER = "seq\tprovider\tevent_id\ttype\terror"
 
@@ -53,7 +53,7 @@ def _tier(settings: Settings, workspace: str) -> str:
         facts = store.workspace_facts(workspace)
     finally:
         store.close()
-    return resolve(facts, settings, datetime.fromtimestamp(T0, tz=UTC)).tier
+    return resolve(facts, settings.policy, datetime.fromtimestamp(T0, tz=UTC)).tier
 
 
 def _quarantine_lines(config: Path) -> tuple[str, list[str]]:

@@ -21,9 +21,13 @@ import pytest
 from click.testing import CliRunner, Result
 from stripe._http_client import HTTPClient
 
-from ingest.envelope import EventRecord, iso_utc, polar_record, stripe_record
-from ingest.log import EventLog
-from projections.decode import RECONCILED, STRIPE_PROJECTED_TYPES
+from billhook.cli.main import main
+from billhook.domain.records import EventRecord
+from billhook.domain.times import iso_utc
+from billhook.log.sqlite import EventLog
+from billhook.providers import clients as providers
+from billhook.providers.decode import RECONCILED, STRIPE_PROJECTED_TYPES
+from billhook.providers.envelope import polar_record, stripe_record
 from tests.fakes.polar_api import PolarState, polar_fake, polar_product
 from tests.fakes.stripe_api import (
     StripeState,
@@ -35,8 +39,6 @@ from tests.fakes.stripe_api import (
 from tests.polar_payloads import polar_customer, polar_event, polar_subscription
 from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
 from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread, stripe_event_body
-from worker import providers
-from worker.cli import main
 
 STRIPE_KEY = "sk_test_backfillKey9Xq3SecretStripe"
 POLAR_TOKEN = "polar_oat_backfillToken4Rt8SecretPolar"

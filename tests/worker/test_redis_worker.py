@@ -1,6 +1,6 @@
 """`billhook worker` on a real Redis, end to end (SPEC §1, §7).
 
-Real `python -m worker serve` and `python -m worker worker` processes share a
+Real `python -m billhook serve` and `python -m billhook worker` processes share a
 data dir and a Redis db. With `[redis] url` set the web process only sends
 coalesced wake-ups; workers project. Whatever happens to a worker (SIGKILL at
 any crash point, a second worker) or to Redis (flushed, down for a while),
@@ -19,9 +19,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from ingest.log import EventLog
-from ingest.settings import Settings
-from projections import operator
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
+from billhook.projections import actions as operator
+from billhook.runners.actors import PROJECTIONS_QUEUE, declare
+from billhook.runners.broker import NAMESPACE, PENDING_KEY, PENDING_TTL_S, make_broker
+from billhook.runners.faults import POINTS
+from billhook.runners.worker import CATCH_UP_INTERVAL_S
 from tests.worker.conftest import (
     PROJECTED_TIMEOUT_S,
     Processes,
@@ -44,10 +48,6 @@ from tests.worker.conftest import (
     wait_until,
     write_config,
 )
-from worker.actors import PROJECTIONS_QUEUE, declare
-from worker.broker import NAMESPACE, PENDING_KEY, PENDING_TTL_S, make_broker
-from worker.faults import POINTS
-from worker.runner import CATCH_UP_INTERVAL_S
 
 WAKEUPS = "billhook_wakeups_sent_total"
 # About how many events a burst delivers (whole lifecycles of three events).

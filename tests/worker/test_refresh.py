@@ -21,9 +21,12 @@ import httpx
 import pytest
 from stripe._http_client import HTTPClient
 
-from ingest.log import EventLog
-from ingest.settings import Settings, parse_settings
-from projections.decode import RECONCILED
+from billhook.api.app import create_app
+from billhook.api.refresh import MAX_DETAIL_CHARS
+from billhook.config import Settings, parse_settings
+from billhook.log.sqlite import EventLog
+from billhook.providers import clients as providers
+from billhook.providers.decode import RECONCILED
 from tests.contract import contract_client
 from tests.fakes import Failure
 from tests.fakes.polar_api import PolarState, polar_fake, polar_product
@@ -39,9 +42,6 @@ from tests.support import (
     stripe_event_body,
     stripe_headers,
 )
-from worker import providers
-from worker.refresh import MAX_DETAIL_CHARS
-from worker.server import create_app
 
 # Distinctive credentials, so a leak into an answer is easy to spot.
 STRIPE_KEY = "sk_test_refreshKey51Hq8ZbT0pSecretStripe"

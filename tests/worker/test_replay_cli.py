@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from ingest.envelope import stripe_record
-from ingest.log import EventLog
-from ingest.settings import Settings
-from projections import decode
-from projections.rebuild import rebuild
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
+from billhook.projections.rebuild import rebuild
+from billhook.providers import decode
+from billhook.providers.envelope import stripe_record
+from billhook.runners.replay import shadow_path
 from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body
 from tests.worker.conftest import (
@@ -37,7 +38,6 @@ from tests.worker.conftest import (
     wait_until,
     write_config,
 )
-from worker.replay import shadow_path
 
 # Workspaces whose subscription is past_due: the stale reducer called it active.
 CHANGED = [f"ws_changed_{n}" for n in range(5)]

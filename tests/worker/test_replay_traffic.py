@@ -20,9 +20,10 @@ from pathlib import Path
 
 import redis
 
-from ingest.envelope import stripe_record
-from ingest.log import EventLog
-from ingest.settings import Settings
+from billhook.config import Settings
+from billhook.log.sqlite import EventLog
+from billhook.providers.envelope import stripe_record
+from billhook.runners.replay import shadow_path
 from tests.stripe_payloads import stripe_subscription
 from tests.support import stripe_event_body
 from tests.worker.conftest import (
@@ -43,7 +44,6 @@ from tests.worker.conftest import (
     wait_until,
     write_config,
 )
-from worker.replay import shadow_path
 
 # Events already in the log: enough that a rebuild and its comparison take seconds.
 FILLER_EVENTS = 30_000
@@ -122,7 +122,7 @@ class Arrivals(threading.Thread):
 
 def _replay(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker", "replay", "--config", str(config)],
+        [sys.executable, "-m", "billhook", "replay", "--config", str(config)],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,

@@ -21,12 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from ingest.http import exception_handlers, log_fields
-from ingest.metrics import Metrics
-from projections.errors import InvalidAction
-from projections.http import exception_handlers as projection_exception_handlers
+from billhook.api.errors import exception_handlers
+from billhook.errors import InvalidAction
+from billhook.observability.metrics import Metrics
+from billhook.observability.telemetry import RequestTelemetry, log_fields, route_templates
 from tests.support import serve_in_thread
-from worker.telemetry import RequestTelemetry, route_templates
 
 
 class Lines(logging.Handler):
@@ -87,7 +86,7 @@ def _app(metrics: Metrics) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestTelemetry, metrics=metrics, routes=routes)],
-        exception_handlers={**exception_handlers(), **projection_exception_handlers()},
+        exception_handlers=exception_handlers(),
     )
 
 

@@ -18,14 +18,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount, Route
 
-from ingest.http import ApiError
-from ingest.log import EventLog
-from ingest.settings import AuthSettings, Secret, Settings, parse_settings
-from projections.auth import TokenGate
+from billhook.api.app import create_app
+from billhook.api.auth import TokenGate
+from billhook.api.openapi import SCOPE_FIELD, openapi_document
+from billhook.config import AuthSettings, Secret, Settings, parse_settings
+from billhook.errors import ApiError
+from billhook.log.sqlite import EventLog
 from tests.contract import contract_client
 from tests.support import serve_in_thread
-from worker.openapi import SCOPE_FIELD, openapi_document
-from worker.server import create_app
 
 READ_TOKENS = ("read-token-one-0123456789", "read-token-two-0123456789")
 ADMIN_TOKENS = ("admin-token-one-0123456789", "admin-token-two-0123456789")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import httpx
 
-from ingest.log import EventLog
-from projections.store import PROJECTION_VERSION, ProjectionStore
+from billhook.api.app import create_app
+from billhook.log.sqlite import EventLog
+from billhook.projections.store import PROJECTION_VERSION, ProjectionStore
 from tests.projections.conftest import READ_TOKEN, Feed, projection_settings
 from tests.stripe_payloads import stripe_subscription
 from tests.support import serve_in_thread
-from worker.server import create_app
 
 
 def test_an_outdated_projection_is_rebuilt_and_swapped(tmp_path: Path) -> None:

@@ -1,1 +1,0 @@
-"""ingest: the webhook receiver, signature verification and the append-only event log."""

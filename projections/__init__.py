@@ -1,1 +1,0 @@
-"""projections: pure reducers, the entitlement resolver, the projection store and API."""

@@ -1,0 +1,235 @@
+"""The entitlement API (SPEC §6): what may this workspace do right now?
+
+Reads come from `projections.db`, never from scanning the log; entitlements
+are resolved at request time with the injected clock. Operator actions are
+appended to the log as billhook events and answered once projected, so a read
+right after a write sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from billhook.api import bodies as req
+from billhook.api.auth import TokenGate
+from billhook.api.cache import EntitlementCache
+from billhook.config import SEAT_ACTION, Settings
+from billhook.domain.records import EventRecord
+from billhook.domain.resolver import Entitlement, required_tier
+from billhook.errors import ApiError
+from billhook.log.sqlite import Appended, EventLog
+from billhook.projections import actions as operator
+from billhook.projections.query import entitlement_at
+from billhook.projections.store import ProjectionStore
+
+Append = Callable[[EventRecord], Awaitable[Appended]]
+WaitFor = Callable[[int], Awaitable[None]]
+OnDecision = Callable[[str, str | None], None]
+
+
+class EntitlementApi:
+    """The `/v1` routes. Dependencies come in; nothing here opens a file."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ProjectionStore,
+        log: EventLog,
+        *,
+        append: Append,
+        wait_for: WaitFor,
+        now: Callable[[], datetime],
+        on_decision: OnDecision | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._log = log
+        self._append = append
+        self._wait_for = wait_for
+        self._now = now
+        self._gate = TokenGate(settings.auth)
+        self._cache = EntitlementCache(store, settings, now)
+        self._on_decision = on_decision
+        self._features = {f for features in settings.tiers.values() for f in features}
+
+    @property
+    def routes(self) -> list[Route]:
+        """Routes relative to `/v1` (the app mounts them there), the hot ones first:
+        Starlette tries routes in order."""
+        return [
+            Route("/workspaces/{workspace_id}/check", self.check, methods=["POST"]),
+            Route("/workspaces/{workspace_id}/entitlements", self.entitlements, methods=["GET"]),
+            Route("/workspaces/{workspace_id}/history", self.history, methods=["GET"]),
+            Route("/admin/overrides", self.set_override, methods=["POST"]),
+            Route(
+                "/admin/overrides/{workspace_id}/{kind}",
+                self.revoke_override,
+                methods=["DELETE"],
+            ),
+            Route("/admin/enforcement", self.set_enforcement, methods=["PUT"]),
+            Route("/admin/quarantine", self.quarantine, methods=["GET"]),
+        ]
+
+    # -- reads --------------------------------------------------------------------------
+
+    def entitlement(self, workspace: str, as_of: str | None = None) -> tuple[Entitlement, datetime]:
+        """Resolve a workspace now, or as it stood at `as_of` (a seq or an ISO time)."""
+        return entitlement_at(self._store, self._log, self._settings, workspace, as_of, self._now())
+
+    def current_body(self, workspace: str) -> bytes:
+        """The rendered entitlement of `workspace` now (what GET answers)."""
+        return self._cache.get(workspace).body
+
+    async def entitlements(self, request: Request) -> Response:
+        self._gate.require(request)
+        workspace = request.path_params["workspace_id"]
+        as_of = request.query_params.get("as_of")
+        if as_of is None:
+            return Response(self._cache.get(workspace).body, media_type="application/json")
+        entitlement, at = self.entitlement(workspace, as_of)
+        return JSONResponse(entitlement.to_json(at))
+
+    async def history(self, request: Request) -> Response:
+        self._gate.require(request)
+        rows = self._store.history(request.path_params["workspace_id"])
+        return JSONResponse(
+            [
+                {
+                    "seq": r.seq,
+                    "at": r.at,
+                    "cause": {"provider": r.provider, "type": r.type, "event_id": r.event_id},
+                    "tier": r.tier,
+                    "source": r.source,
+                    "status": r.status,
+                }
+                for r in rows
+            ]
+        )
+
+    async def check(self, request: Request) -> Response:
+        self._gate.require(request)
+        body = await req.json_object(request)
+        action = req.required_text(body, "action")
+        if action != SEAT_ACTION and action not in self._features:
+            raise ApiError(
+                400, "unknown_action", f"{action!r} is not a configured feature or {SEAT_ACTION}"
+            )
+        seats_in_use = req.count(body, "seats_in_use")
+        if action == SEAT_ACTION and seats_in_use is None:
+            raise req.invalid(f"missing field: seats_in_use (required for {SEAT_ACTION})")
+        entitlement = self._cache.get(request.path_params["workspace_id"]).entitlement
+        answer = self.decide(entitlement, action, seats_in_use)
+        if self._on_decision is not None:
+            self._on_decision(answer["decision"], answer["reason"])
+        if answer["decision"] == "deny":
+            raise ApiError(402, "billing_required", _denial_detail(answer), extra=answer)
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    def decide(
+        self, entitlement: Entitlement, action: str, seats_in_use: int | None
+    ) -> dict[str, Any]:
+        """The check answer for `action` (SPEC §6); the caller turns `deny` into a 402."""
+        mode = entitlement.enforcement
+        needed = None if action == SEAT_ACTION else required_tier(action, self._settings.tiers)
+        reason: str | None = None
+        if mode != "disabled":
+            if action == SEAT_ACTION:
+                purchased = entitlement.seats
+                assert seats_in_use is not None
+                if purchased is not None and seats_in_use + 1 > purchased:
+                    reason = "seat_limit"
+            elif needed != self._settings.default_tier and action not in entitlement.included:
+                rank = self._settings.tier_rank
+                covered = needed is not None and rank[needed] <= rank[entitlement.tier]
+                reason = (
+                    "billing_attention" if covered and entitlement.paid_blocked else "tier_required"
+                )
+        decision = "allow" if reason is None else ("deny" if mode == "enforce" else "would_deny")
+        return {
+            "workspace_id": entitlement.workspace_id,
+            "action": action,
+            "allowed": decision != "deny",
+            "decision": decision,
+            "reason": reason,
+            "required_tier": needed,
+            "tier": entitlement.tier,
+            "next_action": entitlement.next_action,
+            "enforcement": mode,
+            "as_of_seq": entitlement.as_of_seq,
+        }
+
+    # -- admin --------------------------------------------------------------------------
+
+    async def _record(self, record: EventRecord) -> int:
+        appended = await self._append(record)
+        await self._wait_for(appended.seq)
+        return appended.seq
+
+    async def set_override(self, request: Request) -> Response:
+        self._gate.require(request, admin=True)
+        data = await req.json_object(request)
+        record = operator.override_set(
+            self._settings,
+            workspace_id=req.text(data, "workspace_id", required=False),
+            kind=req.text(data, "kind", required=False),
+            tier=req.text(data, "tier", required=False),
+            expires_at=req.text(data, "expires_at", required=False),
+            reason=req.text(data, "reason", required=False),
+            actor=req.text(data, "actor", required=False),
+            now=self._now(),
+        )
+        return JSONResponse({"seq": await self._record(record)}, status_code=201)
+
+    async def revoke_override(self, request: Request) -> Response:
+        self._gate.require(request, admin=True)
+        data = await req.json_object(request)
+        record = operator.override_revoke(
+            self._store,
+            workspace_id=request.path_params["workspace_id"],
+            kind=request.path_params["kind"],
+            reason=req.text(data, "reason", required=False),
+            actor=req.text(data, "actor", required=False),
+            now=self._now(),
+        )
+        return JSONResponse({"seq": await self._record(record)})
+
+    async def set_enforcement(self, request: Request) -> Response:
+        self._gate.require(request, admin=True)
+        data = await req.json_object(request)
+        record = operator.enforcement_set(
+            mode=req.text(data, "mode", required=False),
+            approved_by=req.text(data, "approved_by", required=False),
+            reason=req.text(data, "reason", required=False),
+            now=self._now(),
+        )
+        return JSONResponse({"seq": await self._record(record)})
+
+    async def quarantine(self, request: Request) -> Response:
+        self._gate.require(request, admin=True)
+        return JSONResponse(
+            [
+                {
+                    "seq": q.seq,
+                    "provider": q.provider,
+                    "event_id": q.event_id,
+                    "type": q.type,
+                    "error": q.error,
+                }
+                for q in self._store.quarantine()
+            ]
+        )
+
+
+def _denial_detail(answer: dict[str, Any]) -> str:
+    if answer["reason"] == "seat_limit":
+        return "every purchased seat is in use"
+    if answer["reason"] == "billing_attention":
+        return "billing needs attention before paid features are available again"
+    return f"this action needs the {answer['required_tier']} tier"

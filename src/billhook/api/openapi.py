@@ -1,0 +1,365 @@
+"""`GET /openapi.json`: the OpenAPI 3.1 description of every route the app serves.
+
+The routes live in three packages (the receiver in `ingest`, the entitlement
+API in `projections`, refresh and ops in `worker`); their description lives here,
+as data, next to the app that assembles them. It is rendered once, at start,
+from the settings (tiers and features become enums). Each `/v1` operation
+carries `x-billhook-scope` (`read` or `admin`) so tests can tell which token a
+route needs without a second list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from billhook.api.schemas import PATH_SEGMENT, Schema, ref, schemas
+from billhook.config import Settings
+
+# The JSON Schema dialect of every schema in the document (plain 2020-12, no OpenAPI extras).
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# The operation field naming the token scope a `/v1` route needs.
+SCOPE_FIELD = "x-billhook-scope"
+# Where the document is served.
+PATH = "/openapi.json"
+
+JSON = "application/json"
+
+WORKSPACE = {
+    "name": "workspace_id",
+    "in": "path",
+    "required": True,
+    "description": "the workspace, as linked through `workspace_key` metadata",
+    "schema": PATH_SEGMENT,
+}
+AS_OF = {
+    "name": "as_of",
+    "in": "query",
+    "required": False,
+    "description": "a log seq, or an ISO 8601 time (UTC when it has no timezone): answer as "
+    "of the last event at or before it, with time rules evaluated then; 400 when the seq "
+    "is not in the log or the time leaves the calendar once in UTC",
+    "schema": {
+        "anyOf": [
+            {"type": "string", "pattern": "^[0-9]+$", "description": "a seq"},
+            {"type": "string", "format": "date-time", "description": "a time"},
+            {"type": "string", "description": "anything else: 400 invalid_request"},
+        ]
+    },
+}
+
+
+def _body(schema: Schema, description: str = "") -> dict[str, Any]:
+    content: dict[str, Any] = {JSON: {"schema": schema}}
+    return {"description": description or "JSON", "content": content}
+
+
+def _errors(status_codes: dict[int, tuple[str, ...]]) -> dict[str, Any]:
+    """Error answers: each status with the `error` codes it can carry."""
+    return {
+        str(status): _body(
+            {
+                "allOf": [ref("Error")],
+                "properties": {"error": {"enum": list(codes)}},
+            },
+            "error: " + ", ".join(codes),
+        )
+        for status, codes in status_codes.items()
+    }
+
+
+def _v1(
+    summary: str,
+    *,
+    scope: str,
+    answers: dict[str, Any],
+    errors: Mapping[int, tuple[str, ...]],
+    body: str | None = None,
+    parameters: tuple[dict[str, Any], ...] = (WORKSPACE,),
+    tag: str = "entitlements",
+) -> dict[str, Any]:
+    """An operation under `/v1`: a bearer token of `scope`, 401 and (admin) 403 included."""
+    auth: dict[int, tuple[str, ...]] = {401: ("unauthorized",)}
+    if scope == "admin":
+        auth[403] = ("forbidden",)
+    if body is not None:
+        auth[408] = ("request_timeout",)
+        auth[413] = ("payload_too_large",)
+    all_errors = {**auth, **errors}
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "security": [{"bearer": []}],
+        SCOPE_FIELD: scope,
+        "description": f"Needs a bearer token of {scope} scope"
+        + (" (`[auth] admin_tokens`)." if scope == "admin" else " (any configured token)."),
+        "parameters": list(parameters),
+        "responses": {**answers, **_errors(dict(sorted(all_errors.items())))},
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(body)}}}
+    return operation
+
+
+# Answers of every route reading projections: the store may be unreadable.
+_READ_ERRORS: dict[int, tuple[str, ...]] = {503: ("projections_unavailable",)}
+# Answers of every operator write: the log may refuse the event.
+_WRITE_ERRORS: dict[int, tuple[str, ...]] = {
+    400: ("invalid_request",),
+    503: ("log_unavailable",),
+}
+
+
+def _webhook(provider: str, headers: tuple[str, ...], verified_by: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": f"Receive a {provider} webhook",
+            "tags": ["webhooks"],
+            "description": f"No bearer token: the delivery is verified with {verified_by} "
+            "over the exact bytes received, deduplicated and durably appended to the log "
+            "before the answer.",
+            "parameters": [
+                {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+                for name in headers
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"type": "object", "description": "the event"}}},
+            },
+            "responses": {
+                "200": _body(ref("WebhookAck"), "appended, or seen before"),
+                **_errors(
+                    {
+                        400: ("invalid_signature", "invalid_payload", "client_disconnected"),
+                        404: ("provider_not_configured",),
+                        408: ("request_timeout",),
+                        413: ("payload_too_large",),
+                        503: ("log_unavailable", "unavailable"),
+                    }
+                ),
+            },
+        }
+    }
+
+
+def _paths() -> dict[str, Any]:
+    ws = "/v1/workspaces/{workspace_id}"
+    return {
+        "/webhooks/stripe": _webhook(
+            "Stripe", ("Stripe-Signature",), "the `stripe` package against every secret"
+        ),
+        "/webhooks/polar": _webhook(
+            "Polar",
+            ("webhook-id", "webhook-timestamp", "webhook-signature"),
+            "Standard Webhooks against every secret (standard and legacy schemes)",
+        ),
+        f"{ws}/entitlements": {
+            "get": _v1(
+                "What the workspace may do now (or as of a point of the log)",
+                scope="read",
+                parameters=(WORKSPACE, AS_OF),
+                answers={"200": _body(ref("Entitlement"), "an unknown workspace: default tier")},
+                errors={400: ("invalid_request",), **_READ_ERRORS},
+            )
+        },
+        f"{ws}/history": {
+            "get": _v1(
+                "Changes of (tier, source, status), oldest first",
+                scope="read",
+                answers={"200": _body({"type": "array", "items": ref("HistoryEntry")})},
+                errors=_READ_ERRORS,
+            )
+        },
+        f"{ws}/check": {
+            "post": _v1(
+                "May the workspace take this action?",
+                scope="read",
+                body="CheckRequest",
+                answers={
+                    "200": _body(ref("CheckAnswer"), "allowed, or would be denied (observe)"),
+                    "402": _body(ref("CheckDenial"), "denied under enforce: billing_required"),
+                },
+                errors={400: ("invalid_request", "unknown_action"), **_READ_ERRORS},
+            )
+        },
+        f"{ws}/refresh": {
+            "post": _v1(
+                "Reconcile the workspace from the provider APIs; answers the new entitlement",
+                scope="read",
+                answers={"200": _body(ref("Entitlement"))},
+                errors={
+                    409: ("not_linked",),
+                    502: ("provider_error",),
+                    503: ("provider_not_configured", "refresh_unavailable", "log_unavailable")
+                    + _READ_ERRORS[503],
+                },
+            )
+        },
+        f"{ws}/checkout": {
+            "post": _v1(
+                "Start a provider checkout for a tier",
+                scope="read",
+                body="CheckoutRequest",
+                tag="billing",
+                answers={"201": _body(ref("CheckoutSession"), "redirect the buyer to `url`")},
+                errors={
+                    400: ("invalid_request",),
+                    403: ("role_not_allowed",),
+                    409: ("already_subscribed",),
+                    422: ("no_price", "invalid_seats"),
+                    502: ("provider_error",),
+                    503: ("provider_not_configured", "log_unavailable") + _READ_ERRORS[503],
+                },
+            )
+        },
+        f"{ws}/portal": {
+            "post": _v1(
+                "Open the provider's customer portal",
+                scope="read",
+                body="PortalRequest",
+                tag="billing",
+                answers={"201": _body(ref("PortalSession"), "redirect the member to `url`")},
+                errors={
+                    400: ("invalid_request",),
+                    403: ("role_not_allowed",),
+                    409: ("not_linked",),
+                    502: ("provider_error",),
+                    503: ("provider_not_configured", "log_unavailable") + _READ_ERRORS[503],
+                },
+            )
+        },
+        "/v1/admin/overrides": {
+            "post": _v1(
+                "Set an override (an event in the log)",
+                scope="admin",
+                tag="admin",
+                parameters=(),
+                body="OverrideRequest",
+                answers={"201": _body(ref("Seq"), "appended and projected")},
+                errors=_WRITE_ERRORS,
+            )
+        },
+        "/v1/admin/overrides/{workspace_id}/{kind}": {
+            "delete": _v1(
+                "Revoke the workspace's active override of this kind",
+                scope="admin",
+                tag="admin",
+                parameters=(
+                    WORKSPACE,
+                    {"name": "kind", "in": "path", "required": True, "schema": PATH_SEGMENT},
+                ),
+                body="RevokeRequest",
+                answers={"200": _body(ref("Seq"), "appended and projected")},
+                errors={**_WRITE_ERRORS, 404: ("not_found",)},
+            )
+        },
+        "/v1/admin/enforcement": {
+            "put": _v1(
+                "Switch the enforcement mode",
+                scope="admin",
+                tag="admin",
+                parameters=(),
+                body="EnforcementRequest",
+                answers={"200": _body(ref("Seq"), "appended and projected")},
+                errors=_WRITE_ERRORS,
+            )
+        },
+        "/v1/admin/quarantine": {
+            "get": _v1(
+                "Events a reducer failed on (skipped, not fatal)",
+                scope="admin",
+                tag="admin",
+                parameters=(),
+                answers={"200": _body({"type": "array", "items": ref("Quarantined")})},
+                errors=_READ_ERRORS,
+            )
+        },
+        "/healthz": _ops("The process is alive", {"200": _body(ref("Health"))}),
+        "/readyz": _ops(
+            "The log and projections answer and projections keep up",
+            {
+                "200": _body(ref("Readiness"), "ready"),
+                "503": _body(ref("Readiness"), "not ready: the failing check is named"),
+            },
+        ),
+        "/metrics": _ops(
+            "Prometheus metrics",
+            {
+                "200": {
+                    "description": "Prometheus text exposition",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
+        PATH: _ops(
+            "This document",
+            {"200": _body({"type": "object", "description": "OpenAPI 3.1"})},
+        ),
+    }
+
+
+def _ops(summary: str, answers: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "tags": ["ops"], "security": [], "responses": answers}}
+
+
+def _version() -> str:
+    try:
+        return version("billhook")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the app built from `settings`."""
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": DIALECT,
+        "info": {
+            "title": "billhook",
+            "version": _version(),
+            "description": "Stripe and Polar webhooks in; entitlements out. Every error "
+            'answer is `{"error", "detail"}`; `error` is one of the codes listed for '
+            "that status. See docs/api.md.",
+        },
+        "tags": [
+            {"name": "webhooks", "description": "signed provider deliveries"},
+            {"name": "entitlements", "description": "read scope"},
+            {"name": "billing", "description": "checkout and portal sessions"},
+            {"name": "admin", "description": "admin scope; every write is a log event"},
+            {"name": "ops", "description": "no token"},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": schemas(settings),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token of `[auth] api_tokens` (read scope) or "
+                    "`[auth] admin_tokens` (admin scope, which also reads). Missing, unknown "
+                    "or another scheme: 401 unauthorized; a read token on an admin route: "
+                    "403 forbidden.",
+                }
+            },
+        },
+    }
+
+
+class OpenApiRoute:
+    """Serves the document, rendered once when the app is built."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._body = orjson.dumps(openapi_document(settings))
+
+    @property
+    def routes(self) -> list[Route]:
+        return [Route(PATH, self.serve, methods=["GET"])]
+
+    async def serve(self, request: Request) -> Response:
+        return Response(self._body, media_type=JSON)

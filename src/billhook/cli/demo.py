@@ -1,0 +1,288 @@
+"""`billhook demo`: a realistic lifecycle through the real HTTP path.
+
+It starts a temporary server (its own data directory and secrets), delivers
+signed Stripe and Polar events exactly as the providers would, calls the API
+like a downstream service, and prints the entitlement after each step. Last,
+a purchase through billhook's checkout and portal routes (`worker.demo_checkout`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import stripe
+import uvicorn
+from standardwebhooks import Webhook
+
+from billhook.api.app import create_app
+from billhook.cli.demo_checkout import FAKE_STRIPE_KEY, NO_FAKES, round_trip, start_fake_stripe
+from billhook.config import Settings, parse_settings
+
+POLAR_PRODUCT = "6f1d3c2b-8a7e-4f5d-9c4b-3a2e1f0d9c8b"
+COLUMNS = ("step", "workspace", "tier", "source", "status", "attention", "next", "seats", "check")
+
+
+def demo_settings(
+    data_dir: Path, stripe_secret: str, polar_secret: str, admin: str, stripe_api: str = ""
+) -> Settings:
+    """The demo's config; `stripe_api` is the URL of a Stripe fake to buy through, if any."""
+    api = {"api_key": FAKE_STRIPE_KEY, "api_base": stripe_api} if stripe_api else {}
+    return parse_settings(
+        {
+            "billhook": {"data_dir": str(data_dir), "enforcement": "observe"},
+            "stripe": {
+                "webhook_secrets": [stripe_secret],
+                "prices": {"price_team_monthly": {"tier": "team", "interval": "month"}},
+                **api,
+            },
+            "polar": {
+                "webhook_secrets": [polar_secret],
+                "products": {POLAR_PRODUCT: {"tier": "team"}},
+            },
+            "auth": {"admin_tokens": [admin]},
+        },
+        environ={},
+    )
+
+
+@contextmanager
+def temporary_server(settings: Settings) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the demo server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def stripe_subscription(
+    status: str, *, cancel_at_period_end: bool = False, quantity: int = 5
+) -> dict[str, Any]:
+    period_end = int((datetime.now(UTC) + timedelta(days=30)).timestamp())
+    return {
+        "id": "sub_demo_1",
+        "object": "subscription",
+        "customer": "cus_demo_1",
+        "status": status,
+        "cancel_at_period_end": cancel_at_period_end,
+        "cancel_at": None,
+        "livemode": False,
+        "metadata": {},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_demo_1",
+                    "object": "subscription_item",
+                    "price": {
+                        "id": "price_team_monthly",
+                        "object": "price",
+                        "recurring": {"interval": "month"},
+                    },
+                    "quantity": quantity,
+                    "current_period_end": period_end,
+                }
+            ],
+        },
+    }
+
+
+def polar_subscription(seats: int) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "id": "8c7b6a59-4d3e-4f2a-9b1c-0d9e8f7a6b5c",
+        "status": "active",
+        "customer_id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        "customer": {
+            "id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+            "external_id": "ws_polar",
+            "metadata": {},
+        },
+        "product_id": POLAR_PRODUCT,
+        "seats": seats,
+        "cancel_at_period_end": False,
+        "current_period_end": (now + timedelta(days=30)).isoformat(),
+        "created_at": now.isoformat(),
+        "modified_at": now.isoformat(),
+        "metadata": {},
+    }
+
+
+@dataclass
+class Demo:
+    client: httpx.Client
+    stripe_secret: str
+    polar_secret: str
+    admin: str
+    echo: Callable[[str], None]
+    clock: int = 0
+
+    def stripe(self, event_type: str, obj: dict[str, Any], created: int | None = None) -> None:
+        # One second apart, as real lifecycle events are: Stripe orders by `created`.
+        self.clock += 1
+        body = json.dumps(
+            {
+                "id": f"evt_{uuid.uuid4().hex[:24]}",
+                "object": "event",
+                "type": event_type,
+                "created": created or int(time.time()) - 600 + self.clock,
+                "livemode": False,
+                "data": {"object": obj},
+            }
+        )
+        header = stripe.WebhookSignature.generate_signature_header(body, self.stripe_secret)
+        self._deliver("/webhooks/stripe", body, {"Stripe-Signature": header})
+
+    def polar(self, event_type: str, data: dict[str, Any]) -> None:
+        body = json.dumps(
+            {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": data}
+        )
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        now = datetime.now(UTC)
+        signature = Webhook(self.polar_secret).sign(msg_id, now, body)
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        self._deliver("/webhooks/polar", body, headers)
+
+    def _deliver(self, path: str, body: str, headers: dict[str, str]) -> None:
+        response = self.client.post(path, content=body.encode(), headers=headers)
+        response.raise_for_status()
+        self._wait(response.json()["seq"])
+
+    def _wait(self, seq: int) -> None:
+        deadline = time.monotonic() + 10
+        while self.entitlement("ws_probe")["as_of_seq"] < seq and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def admin_call(self, method: str, path: str, body: dict[str, Any]) -> None:
+        response = self.client.request(method, path, json=body, headers=self._auth)
+        response.raise_for_status()
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST as the app's backend would; the answer whatever its status."""
+        return self.client.post(path, json=body, headers=self._auth)
+
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin}"}
+
+    def entitlement(self, workspace: str) -> dict[str, Any]:
+        response = self.client.get(f"/v1/workspaces/{workspace}/entitlements", headers=self._auth)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def check(self, workspace: str, action: str, seats_in_use: int | None = None) -> str:
+        body: dict[str, Any] = {"action": action}
+        if seats_in_use is not None:
+            body["seats_in_use"] = seats_in_use
+        response = self.client.post(
+            f"/v1/workspaces/{workspace}/check", json=body, headers=self._auth
+        )
+        answer = response.json()
+        reason = f" ({answer['reason']})" if answer.get("reason") else ""
+        return f"{action}: {response.status_code} {answer['decision']}{reason}"
+
+    def row(self, step: str, workspace: str, check: str = "") -> None:
+        e = self.entitlement(workspace)
+        seats = e["seats"]["purchased"] if e["seats"] else "-"
+        cells = (step, workspace, e["tier"], e["source"], e["status"], e["attention"] or "-",
+                 e["next_action"], str(seats), check)  # fmt: skip
+        self.echo(_format(cells))
+
+
+WIDTHS = (34, 12, 10, 20, 10, 9, 22, 5, 0)
+
+
+def _format(cells: tuple[str, ...]) -> str:
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, WIDTHS, strict=True)).rstrip()
+
+
+def run_demo(echo: Callable[[str], None]) -> None:
+    """Drive the lifecycle and print one table row per step."""
+    stripe_secret = "whsec_" + secrets.token_hex(16)
+    polar_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    admin = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="billhook-demo-") as tmp, ExitStack() as stack:
+        fake = start_fake_stripe(stack)
+        stripe_api = fake.url if fake is not None else ""
+        settings = demo_settings(Path(tmp) / "data", stripe_secret, polar_secret, admin, stripe_api)
+        with temporary_server(settings) as url, httpx.Client(base_url=url, timeout=10) as client:
+            d = Demo(client, stripe_secret, polar_secret, admin, echo)
+            echo(f"billhook demo: a temporary server at {url}, data in {tmp}")
+            echo(_format(COLUMNS))
+            d.row("before anything", "ws_stripe", d.check("ws_stripe", "ai_imports"))
+            session = {
+                "id": "cs_demo_1",
+                "object": "checkout.session",
+                "mode": "subscription",
+                "client_reference_id": "ws_stripe",
+                "customer": "cus_demo_1",
+                "subscription": "sub_demo_1",
+                "metadata": {},
+            }
+            d.stripe("checkout.session.completed", session)
+            d.stripe("customer.subscription.created", stripe_subscription("active"))
+            d.row("stripe checkout -> active", "ws_stripe", d.check("ws_stripe", "ai_imports"))
+            d.stripe(
+                "customer.subscription.updated",
+                stripe_subscription("active", cancel_at_period_end=True),
+            )
+            d.row("cancel at period end", "ws_stripe")
+            d.stripe("customer.subscription.updated", stripe_subscription("past_due"))
+            d.row("payment failed -> past_due", "ws_stripe", d.check("ws_stripe", "ai_imports"))
+            d.stripe("customer.subscription.updated", stripe_subscription("active"))
+            d.row("payment recovered", "ws_stripe", d.check("ws_stripe", "ai_imports"))
+            d.stripe("customer.subscription.deleted", stripe_subscription("canceled"))
+            d.row("subscription canceled", "ws_stripe", d.check("ws_stripe", "ai_imports"))
+
+            d.polar("subscription.active", polar_subscription(seats=2))
+            d.row("polar: 2 seats bought", "ws_polar", d.check("ws_polar", "invite_member", 1))
+            d.row("polar: both seats in use", "ws_polar", d.check("ws_polar", "invite_member", 2))
+
+            pilot = {"workspace_id": "ws_pilot", "kind": "manual_pilot", "tier": "team",
+                     "reason": "design partner", "actor": "demo"}  # fmt: skip
+            d.admin_call("POST", "/v1/admin/overrides", pilot)
+            d.row("pilot override", "ws_pilot", d.check("ws_pilot", "team_sharing"))
+
+            d.row("observe: would deny", "ws_stripe", d.check("ws_stripe", "ai_imports"))
+            approval = {"mode": "enforce", "approved_by": "demo", "reason": "numbers look right"}
+            d.admin_call("PUT", "/v1/admin/enforcement", approval)
+            d.row("enforce: 402", "ws_stripe", d.check("ws_stripe", "ai_imports"))
+            d.row("enforce: seat gate", "ws_polar", d.check("ws_polar", "invite_member", 2))
+            d.row("enforce: reads stay free", "ws_stripe", d.check("ws_stripe", "reads"))
+
+            if fake is None:
+                echo(NO_FAKES)
+            else:
+                round_trip(d, fake)

@@ -1,0 +1,79 @@
+"""What every `billhook` command shares: config, one-line errors, the log and store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from billhook.config import Settings, load_settings, resolve_config_path
+from billhook.domain.records import EventRecord
+from billhook.errors import BillhookError, ConfigError
+from billhook.log.sqlite import EventLog
+from billhook.projections.projector import catch_up
+from billhook.projections.store import ProjectionStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Longest message of an unexpected error we print; it must stay one short line.
+MAX_ERROR_CHARS = 200
+
+
+class BillhookGroup(click.Group):
+    """A click group that turns every failure into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BillhookError as e:
+            raise click.ClickException(str(e)) from None
+        except Exception as e:
+            message = " ".join(str(e).split())[:MAX_ERROR_CHARS]
+            raise click.ClickException(f"unexpected {e.__class__.__name__}: {message}") from None
+
+
+def config_option(command: F) -> F:
+    """`--config PATH` on every command; else $BILLHOOK_CONFIG, else ./billhook.toml."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Config file [default: $BILLHOOK_CONFIG, else ./billhook.toml, else built-ins].",
+    )(command)
+
+
+def load(config_path: Path | None) -> Settings:
+    path = resolve_config_path(config_path, os.environ, Path.cwd())
+    try:
+        return load_settings(path, os.environ)
+    except ConfigError as e:
+        raise click.ClickException(f"invalid config: {e}") from None
+
+
+def open_existing_log(settings: Settings) -> EventLog:
+    """The event log for reading; a missing one is an error, not a new empty file."""
+    if not settings.events_path.is_file():
+        raise click.ClickException(f"no event log at {settings.events_path}")
+    return EventLog(settings.events_path)
+
+
+def open_projection(settings: Settings) -> tuple[EventLog, ProjectionStore]:
+    """The log and an up-to-date projection store (catching up is idempotent)."""
+    log = open_existing_log(settings)
+    store = ProjectionStore(settings.projections_path, settings)
+    catch_up(log, store)
+    return log, store
+
+
+def append_all(log: EventLog, records: list[EventRecord]) -> int:
+    """Append in batches; how many were new to the log."""
+    new = 0
+    for start in range(0, len(records), 500):
+        new += sum(not a.duplicate for a in log.append_batch(records[start : start + 500]))
+    return new

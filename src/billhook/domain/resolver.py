@@ -1,0 +1,294 @@
+"""What a workspace may do right now: a pure function of facts, config and `now`.
+
+Precedence (SPEC §5): an unexpired site-owner override wins outright; else
+the highest tier among unexpired overrides and granting subscriptions, ties to
+the healthy candidate, then by source rank, then the later period end; else
+the default tier. Fail closed: a subscription whose prices are all unmapped,
+or whose event came in the wrong livemode, grants nothing and is a problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from billhook.domain.facts import (
+    ATTENTION_STATUSES,
+    GRANTING_STATUSES,
+    OverrideFact,
+    SubscriptionFact,
+)
+from billhook.domain.policy import Policy
+from billhook.domain.times import iso_to_us, to_us
+
+# Tie-break between candidates of the same tier and health (SPEC §5, rule 2).
+SOURCE_RANK = {
+    "enterprise_contract": 4,
+    "stripe": 3,
+    "polar": 3,
+    "manual_pilot": 2,
+    "explicit_solo": 1,
+}
+SITE_OWNER = "site_owner_override"
+US_PER_HOUR = 3_600_000_000
+
+
+@dataclass(frozen=True)
+class WorkspaceFacts:
+    """Everything projected about one workspace, as of `as_of_seq`."""
+
+    workspace_id: str
+    subscriptions: Sequence[SubscriptionFact]
+    overrides: Sequence[OverrideFact]
+    enforcement: str
+    as_of_seq: int
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    """A subscription as the API shows it, with the tier the config gives it."""
+
+    fact: SubscriptionFact
+    tier: str | None
+    price: str | None
+    interval: str | None
+    seats: int | None
+    current_period_end: str | None
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.fact.provider,
+            "id": self.fact.id,
+            "customer": self.fact.customer,
+            "tier": self.tier,
+            "status": self.fact.status,
+            "price": self.price,
+            "interval": self.interval,
+            "current_period_end": self.current_period_end,
+            "cancel_at_period_end": self.fact.cancel_at_period_end,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    tier: str
+    source: str
+    status: str
+    attention: bool
+    period_end: str | None
+    seats: int | None
+    attention_since_us: int | None = None
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    workspace_id: str
+    tier: str
+    source: str
+    status: str
+    attention: str | None
+    next_action: str
+    included: tuple[str, ...]
+    unavailable: tuple[str, ...]
+    seats: int | None
+    subscriptions: tuple[SubscriptionView, ...]
+    overrides: tuple[OverrideFact, ...]
+    problems: tuple[str, ...]
+    enforcement: str
+    as_of_seq: int
+    # Paid features are withheld because billing needs attention past the grace period.
+    paid_blocked: bool
+    # The first moment at which the same facts resolve differently (an override
+    # expires, a grace period ends); None when only new facts can change it.
+    valid_until_us: int | None = None
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        now_us = to_us(now)
+        return {
+            "workspace_id": self.workspace_id,
+            "tier": self.tier,
+            "source": self.source,
+            "status": self.status,
+            "attention": self.attention,
+            "next_action": self.next_action,
+            "features": {"included": list(self.included), "unavailable": list(self.unavailable)},
+            "seats": None if self.seats is None else {"purchased": self.seats},
+            "subscriptions": [view.to_json() for view in self.subscriptions],
+            "overrides": [
+                {
+                    "kind": o.kind,
+                    "tier": o.tier,
+                    "expires_at": o.expires_at,
+                    "expired": _expired(o, now_us),
+                    "seq": o.seq,
+                }
+                for o in self.overrides
+            ],
+            "problems": list(self.problems),
+            "enforcement": self.enforcement,
+            "as_of_seq": self.as_of_seq,
+        }
+
+
+def _expired(override: OverrideFact, now_us: int) -> bool:
+    return override.expires_at is not None and iso_to_us(override.expires_at) <= now_us
+
+
+def view(fact: SubscriptionFact, policy: Policy) -> SubscriptionView:
+    """The tier, price, seats and problem the config gives a subscription."""
+    rank = policy.tier_rank
+    granting = fact.status in GRANTING_STATUSES
+    if fact.provider == "stripe":
+        best = None
+        for item in fact.items:
+            mapping = policy.prices.get(item.price)
+            if mapping is not None and (best is None or rank[mapping.tier] > rank[best[1].tier]):
+                best = (item, mapping)
+        mismatch = fact.livemode is not None and bool(fact.livemode) != policy.live
+        if mismatch:
+            problem = f"mode_mismatch:{fact.event_id}" if granting else None
+            return SubscriptionView(fact, None, None, None, None, fact.current_period_end, problem)
+        if best is None:
+            unknown = ",".join(sorted({i.price for i in fact.items})) or "none"
+            problem = f"unknown_price:{unknown}" if granting else None
+            return SubscriptionView(fact, None, None, None, None, fact.current_period_end, problem)
+        item, mapping = best
+        period_end = item.current_period_end or fact.current_period_end
+        return SubscriptionView(
+            fact, mapping.tier, item.price, mapping.interval, item.quantity, period_end, None
+        )
+    product = policy.products.get(fact.product or "")
+    if product is None:
+        problem = f"unknown_price:{fact.product or 'none'}" if granting else None
+        return SubscriptionView(
+            fact, None, fact.product, None, None, fact.current_period_end, problem
+        )
+    return SubscriptionView(
+        fact,
+        product.tier,
+        fact.product,
+        product.interval,
+        fact.seats,
+        fact.current_period_end,
+        None,
+    )
+
+
+def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement:
+    """The entitlement of `facts.workspace_id` at `now`."""
+    now_us = to_us(now)
+    rank = policy.tier_rank
+    default = policy.default_tier
+    views = tuple(
+        sorted(
+            (view(f, policy) for f in facts.subscriptions),
+            key=lambda v: (v.fact.provider, v.fact.id),
+        )
+    )
+    # Sorted, so that equal candidates resolve the same whatever order facts come in.
+    live_overrides = sorted(
+        (o for o in facts.overrides if o.active and o.tier in rank and not _expired(o, now_us)),
+        key=lambda o: o.kind,
+    )
+
+    site_owner = [o for o in live_overrides if o.kind == SITE_OWNER]
+    candidates: list[Candidate]
+    if site_owner:
+        candidates = [
+            Candidate(site_owner[-1].tier or default, SITE_OWNER, "active", False, None, None)
+        ]
+    else:
+        candidates = [
+            Candidate(o.tier or default, o.kind, "active", False, o.expires_at, None)
+            for o in live_overrides
+        ]
+        candidates += [
+            Candidate(
+                v.tier,
+                v.fact.provider,
+                v.fact.status,
+                v.fact.status in ATTENTION_STATUSES,
+                v.current_period_end,
+                v.seats,
+                v.fact.attention_since_us,
+            )
+            for v in views
+            if v.tier is not None and v.fact.status in GRANTING_STATUSES
+        ]
+    winner = max(
+        candidates,
+        key=lambda c: (
+            rank[c.tier],
+            not c.attention,
+            SOURCE_RANK.get(c.source, 0),
+            c.period_end or "",
+        ),
+        default=None,
+    )
+    latest = max(facts.subscriptions, key=lambda f: f.order, default=None)
+    problems = tuple(sorted(v.problem for v in views if v.problem is not None))
+
+    grace_us = int(policy.attention_grace_hours * US_PER_HOUR)
+    if winner is None:
+        status = latest.status if latest is not None else "none"
+        tier, source, seats, paid_blocked = default, "default", None, False
+        attention = status if status in ("past_due", "unpaid", "incomplete") else None
+    else:
+        status, tier, source, seats = winner.status, winner.tier, winner.source, winner.seats
+        attention = winner.status if winner.attention else None
+        since = winner.attention_since_us
+        paid_blocked = winner.attention and (since is None or now_us >= since + grace_us)
+
+    included, unavailable = policy.features_of[default if paid_blocked else tier]
+    boundaries = [iso_to_us(o.expires_at) for o in live_overrides if o.expires_at is not None]
+    if winner is not None and winner.attention and not paid_blocked and winner.attention_since_us:
+        boundaries.append(winner.attention_since_us + grace_us)
+    return Entitlement(
+        workspace_id=facts.workspace_id,
+        tier=tier,
+        source=source,
+        status=status,
+        attention=attention,
+        next_action=_next_action(winner, status, problems, default),
+        included=included,
+        unavailable=unavailable,
+        seats=seats,
+        subscriptions=views,
+        overrides=tuple(sorted((o for o in facts.overrides if o.active), key=lambda o: o.kind)),
+        problems=problems,
+        enforcement=facts.enforcement,
+        as_of_seq=facts.as_of_seq,
+        paid_blocked=paid_blocked,
+        valid_until_us=min(boundaries, default=None),
+    )
+
+
+def _next_action(
+    winner: Candidate | None, status: str, problems: Sequence[str], default: str
+) -> str:
+    if winner is not None:
+        if winner.attention:
+            return "update_payment_method"
+        if winner.status == "canceling":
+            return "resume_subscription"
+        return "none" if winner.tier != default else "upgrade"
+    if problems:
+        return "contact_support"
+    return {
+        "incomplete": "complete_checkout",
+        "paused": "resume_subscription",
+        "inactive": "resubscribe",
+        "past_due": "update_payment_method",
+        "unpaid": "update_payment_method",
+    }.get(status, "upgrade")
+
+
+def required_tier(feature: str, tiers: Mapping[str, Sequence[str]]) -> str | None:
+    """The lowest tier that includes `feature`, or None when no tier does."""
+    for tier, features in tiers.items():
+        if feature in features:
+            return tier
+    return None

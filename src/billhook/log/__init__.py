@@ -1,0 +1,1 @@
+"""The append-only event log and the group commit in front of it."""

@@ -1,0 +1,1 @@
+"""Metrics, JSON log lines and request telemetry: ids, statuses and counts only."""

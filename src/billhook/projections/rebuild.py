@@ -1,0 +1,346 @@
+"""Rebuilding a projection from seq 1, fast: fold in memory, write rows in bulk.
+
+The fold runs the same :func:`~projections.applier.apply_event` as the live
+projector, against facts held in dictionaries; version, history and
+quarantine rows are written to a fresh store with `executemany`, so the result
+is row for row what the incremental projector builds, at a fraction of the
+cost. The store it writes is a shadow: :func:`swap_in` replaces the live one's
+rows with it in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from billhook.config import Settings
+from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
+from billhook.domain.records import StoredEvent
+from billhook.domain.resolver import WorkspaceFacts
+from billhook.errors import StoreUnavailable
+from billhook.log.sqlite import EventLog
+from billhook.projections import codec
+from billhook.projections.applier import apply_event, blames_the_event
+from billhook.projections.projector import Batch, catch_up
+from billhook.projections.store import ProjectionStore, storage_fault
+from billhook.providers.decode import PROJECTED_TYPES
+
+# Events read from the log per query.
+READ_BATCH = 5_000
+# Rows buffered before one executemany.
+FLUSH_ROWS = 20_000
+# Catch-up-and-copy rounds a swap tries before giving up on a live store that keeps moving.
+SWAP_ATTEMPTS = 20
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    events: int
+    seconds: float
+    checkpoint: int
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float(self.events)
+
+
+class MemoryFacts:
+    """The Facts port over dictionaries; closed versions and new rows go to buffers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.subs: dict[tuple[str, str], tuple[SubscriptionFact, int]] = {}
+        self.links: dict[tuple[str, str], tuple[LinkFact, int]] = {}
+        self.overrides: dict[tuple[str, str], tuple[OverrideFact, int]] = {}
+        self.enforcement: tuple[EnforcementFact, int] | None = None
+        self._subs_of_workspace: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._subs_of_customer: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        self._customers_of_workspace: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._kinds_of_workspace: dict[str, set[str]] = defaultdict(set)
+        self._last_history: dict[str, tuple[str, str, str]] = {}
+        self.rows: dict[str, list[tuple[object, ...]]] = defaultdict(list)
+        self.skipped = 0
+
+    # -- reads ------------------------------------------------------------------------
+
+    def subscription(self, provider: str, id: str) -> SubscriptionFact | None:
+        current = self.subs.get((provider, id))
+        return current[0] if current else None
+
+    def link(self, provider: str, customer: str) -> LinkFact | None:
+        current = self.links.get((provider, customer))
+        return current[0] if current else None
+
+    def override(self, workspace: str, kind: str) -> OverrideFact | None:
+        current = self.overrides.get((workspace, kind))
+        return current[0] if current else None
+
+    def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
+        keys = set(self._subs_of_workspace.get(workspace, ()))
+        for customer in self._customers_of_workspace.get(workspace, ()):
+            keys |= self._subs_of_customer.get(customer, set())
+        return WorkspaceFacts(
+            workspace_id=workspace,
+            subscriptions=tuple(self.subs[key][0] for key in keys),
+            overrides=tuple(
+                self.overrides[(workspace, kind)][0]
+                for kind in self._kinds_of_workspace.get(workspace, ())
+            ),
+            enforcement=self.enforcement[0].mode
+            if self.enforcement
+            else self._settings.enforcement,
+            as_of_seq=seq,
+        )
+
+    def last_history(self, workspace: str) -> tuple[str, str, str] | None:
+        return self._last_history.get(workspace)
+
+    # -- writes -----------------------------------------------------------------------
+
+    def put_subscription(
+        self, fact: SubscriptionFact, previous: SubscriptionFact | None, seq: int
+    ) -> None:
+        key = (fact.provider, fact.id)
+        if previous is not None:
+            old, since = self.subs[key]
+            self.rows["subscriptions"].append(_sub_row(old, since, seq))
+            self._unindex(key, old)
+        self.subs[key] = (fact, seq)
+        if fact.workspace:
+            self._subs_of_workspace[fact.workspace].add(key)
+        elif fact.customer:
+            self._subs_of_customer[(fact.provider, fact.customer)].add(key)
+
+    def _unindex(self, key: tuple[str, str], old: SubscriptionFact) -> None:
+        if old.workspace:
+            self._subs_of_workspace[old.workspace].discard(key)
+        elif old.customer:
+            self._subs_of_customer[(old.provider, old.customer)].discard(key)
+
+    def put_link(self, fact: LinkFact, previous: LinkFact | None, seq: int) -> None:
+        key = (fact.provider, fact.customer)
+        if previous is not None:
+            old, since = self.links[key]
+            self.rows["links"].append(_link_row(old, since, seq))
+            self._customers_of_workspace[old.workspace].discard(key)
+        self.links[key] = (fact, seq)
+        self._customers_of_workspace[fact.workspace].add(key)
+
+    def put_override(self, fact: OverrideFact, previous: OverrideFact | None, seq: int) -> None:
+        key = (fact.workspace, fact.kind)
+        if previous is not None:
+            old, since = self.overrides[key]
+            self.rows["overrides"].append((old.workspace, old.kind, since, seq, codec.dumps(old)))
+        self.overrides[key] = (fact, seq)
+        self._kinds_of_workspace[fact.workspace].add(fact.kind)
+
+    def put_enforcement(self, fact: EnforcementFact, seq: int) -> None:
+        if self.enforcement is not None:
+            old, since = self.enforcement
+            self.rows["enforcement"].append((since, seq, codec.dumps(old)))
+        self.enforcement = (fact, seq)
+
+    def add_history(self, workspace: str, event: StoredEvent, state: tuple[str, str, str]) -> None:
+        self._last_history[workspace] = state
+        self.rows["history"].append(
+            (
+                workspace,
+                event.seq,
+                event.received_at,
+                event.provider,
+                event.type,
+                event.event_id,
+                *state,
+            )
+        )
+
+    def quarantine(self, event: StoredEvent, error: str) -> None:
+        self.rows["quarantine"].append(
+            (event.seq, event.provider, event.event_id, event.type, error)
+        )
+
+    def current_rows(self) -> dict[str, list[tuple[object, ...]]]:
+        """The versions still open at the end, as rows with `to_seq` NULL."""
+        rows: dict[str, list[tuple[object, ...]]] = {
+            "subscriptions": [_sub_row(fact, since, None) for fact, since in self.subs.values()],
+            "links": [_link_row(fact, since, None) for fact, since in self.links.values()],
+            "overrides": [
+                (f.workspace, f.kind, since, None, codec.dumps(f))
+                for f, since in self.overrides.values()
+            ],
+            "enforcement": [],
+        }
+        if self.enforcement is not None:
+            fact, since = self.enforcement
+            rows["enforcement"].append((since, None, codec.dumps(fact)))
+        return rows
+
+
+def _sub_row(fact: SubscriptionFact, since: int, until: int | None) -> tuple[object, ...]:
+    return (
+        fact.provider,
+        fact.id,
+        since,
+        until,
+        fact.workspace,
+        fact.customer,
+        codec.dumps_subscription(fact),
+    )
+
+
+def _link_row(fact: LinkFact, since: int, until: int | None) -> tuple[object, ...]:
+    return (fact.provider, fact.customer, since, until, fact.workspace, fact.time_us, fact.seq)
+
+
+_INSERTS = {
+    "subscriptions": "INSERT INTO subscriptions"
+    " (provider, id, from_seq, to_seq, workspace, customer, fact) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "links": "INSERT INTO links (provider, customer, from_seq, to_seq, workspace, time_us, seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "overrides": "INSERT INTO overrides (workspace, kind, from_seq, to_seq, fact)"
+    " VALUES (?, ?, ?, ?, ?)",
+    "enforcement": "INSERT INTO enforcement (from_seq, to_seq, fact) VALUES (?, ?, ?)",
+    "history": "INSERT INTO history"
+    " (workspace, seq, at, provider, type, event_id, tier, source, status)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "quarantine": "INSERT INTO quarantine (seq, provider, event_id, type, error)"
+    " VALUES (?, ?, ?, ?, ?)",
+}
+
+
+def _flush(conn: sqlite3.Connection, rows: dict[str, list[tuple[object, ...]]]) -> None:
+    for table, batch in rows.items():
+        if batch:
+            conn.executemany(_INSERTS[table], batch)
+            batch.clear()
+
+
+def rebuild(
+    log: EventLog,
+    target: Path,
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+) -> Rebuilt:
+    """Fold the whole log into a new store at `target` (which must not exist).
+
+    An event whose payload does not decode is quarantined in the fold. Should
+    applying an event raise anything else, or a folded value be refused by the
+    bulk insert, the fold cannot tell which of the event's changes it already
+    took, so `target` is built again by the incremental projector, which
+    applies each event in its own SAVEPOINT and quarantines the one at fault:
+    slower, and row for row what the live projector builds.
+    """
+    if target.exists():
+        raise StoreUnavailable(f"{target} already exists")
+    started = time.perf_counter()
+    ProjectionStore(target, settings).close()  # the schema, with this code's version
+    facts = MemoryFacts(settings)
+    conn = sqlite3.connect(target, isolation_level=None)
+    last = events = 0
+    folded = True
+    try:
+        conn.execute("PRAGMA synchronous=OFF")  # a crash mid-rebuild just leaves a shadow to delete
+        conn.execute("BEGIN")
+        while True:
+            batch = log.read(after=last, limit=READ_BATCH, payloads_of=PROJECTED_TYPES)
+            if not batch:
+                break
+            for event in batch:
+                facts.skipped += apply_event(facts, event, settings) == "skipped"
+            last = batch[-1].seq
+            events += len(batch)
+            if sum(len(rows) for rows in facts.rows.values()) >= FLUSH_ROWS:
+                _flush(conn, facts.rows)
+            if progress is not None:
+                progress(len(batch))
+        _flush(conn, facts.rows)
+        _flush(conn, facts.current_rows())
+        conn.execute("UPDATE checkpoint SET seq = ?, skipped = ?", (last, facts.skipped))
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except Exception as e:
+        if isinstance(e, sqlite3.Error) and storage_fault(e):
+            raise StoreUnavailable(f"rebuild into {target} failed: {e}") from e
+        if not blames_the_event(e):
+            raise
+        folded = False  # an event the fold cannot apply: see the docstring
+    finally:
+        conn.close()
+    if not folded:
+        return _rebuild_incrementally(log, target, settings, progress, events, started)
+    return Rebuilt(events=events, seconds=time.perf_counter() - started, checkpoint=last)
+
+
+def _rebuild_incrementally(
+    log: EventLog,
+    target: Path,
+    settings: Settings,
+    progress: Progress | None,
+    reported: int,
+    started: float,
+) -> Rebuilt:
+    """Build `target` afresh with the incremental projector (see :func:`rebuild`).
+
+    `reported`: events the abandoned fold already counted to `progress`.
+    """
+    remove_store(target)
+    store = ProjectionStore(target, settings)
+    uncounted_from = reported
+
+    def count(batch: Batch) -> None:
+        nonlocal uncounted_from
+        new = max(0, batch.events - uncounted_from)
+        uncounted_from = max(0, uncounted_from - batch.events)
+        if progress is not None and new:
+            progress(new)
+
+    try:
+        result = catch_up(log, store, batch_size=READ_BATCH, on_batch=count)
+    finally:
+        store.close()
+    return Rebuilt(
+        events=result.applied + result.skipped + result.quarantined,
+        seconds=time.perf_counter() - started,
+        checkpoint=result.checkpoint,
+    )
+
+
+def swap_in(
+    shadow: ProjectionStore,
+    live: Path,
+    log: EventLog,
+    *,
+    before_commit: Callable[[], None] | None = None,
+) -> int:
+    """Replace the live store's content with the shadow's, atomically for readers.
+
+    The shadow is caught up with the log first; the copy happens in one
+    transaction of the live store, under its write lock, and only when the
+    shadow has applied at least every event the live store has. A live
+    projector that applied events meanwhile simply makes the shadow catch up
+    again: nothing it applied is lost, and the live checkpoint never moves
+    backwards. Returns the checkpoint swapped in. `before_commit` runs inside
+    the copy's transaction, right before COMMIT (crash tests kill the process there).
+
+    Raises :class:`StoreUnavailable` when the live store stays ahead for
+    `SWAP_ATTEMPTS` rounds (a projector outrunning the copy) or cannot be written.
+    """
+    for _ in range(SWAP_ATTEMPTS):
+        caught_up = catch_up(log, shadow)
+        if shadow.copy_over(live, before_commit=before_commit):
+            return caught_up.checkpoint
+    raise StoreUnavailable(f"{live} kept moving ahead of the rebuilt projection; retry the replay")
+
+
+def remove_store(path: Path) -> None:
+    """Delete a store file and its WAL companions, if present."""
+    for suffix in ("", "-wal", "-shm"):
+        candidate = path.with_name(path.name + suffix)
+        candidate.unlink(missing_ok=True)

@@ -1,0 +1,556 @@
+"""`projections.db`: versioned facts, the checkpoint, history and quarantine.
+
+Every fact row carries `from_seq`/`to_seq`: a new version closes the old one,
+nothing is overwritten, so the state after any seq can be read back (`as_of`).
+A batch of events, its history rows and the checkpoint commit in one
+transaction, which makes applying idempotent: a batch is applied whole or not
+at all, and re-running from the checkpoint is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from billhook.config import Settings
+from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
+from billhook.domain.records import StoredEvent
+from billhook.domain.resolver import WorkspaceFacts
+from billhook.errors import StoreUnavailable
+from billhook.projections import codec
+from billhook.projections.applier import apply_event, blames_the_event, unapplied_reason
+
+# Bumped whenever reducers or the schema change what a replay would produce.
+PROJECTION_VERSION = 2
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscriptions (
+    provider TEXT NOT NULL, id TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER,
+    workspace TEXT, customer TEXT, fact TEXT NOT NULL,
+    PRIMARY KEY (provider, id, from_seq)
+);
+-- Partial indexes on current versions: finding "the current row" must not scan history.
+CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_current
+    ON subscriptions (provider, id) WHERE to_seq IS NULL;
+CREATE INDEX IF NOT EXISTS subscriptions_workspace ON subscriptions (workspace, to_seq);
+CREATE INDEX IF NOT EXISTS subscriptions_customer ON subscriptions (provider, customer, to_seq);
+CREATE TABLE IF NOT EXISTS links (
+    provider TEXT NOT NULL, customer TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER,
+    workspace TEXT NOT NULL, time_us INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (provider, customer, from_seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS links_current
+    ON links (provider, customer) WHERE to_seq IS NULL;
+CREATE INDEX IF NOT EXISTS links_workspace ON links (workspace, to_seq);
+CREATE TABLE IF NOT EXISTS overrides (
+    workspace TEXT NOT NULL, kind TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER,
+    fact TEXT NOT NULL,
+    PRIMARY KEY (workspace, kind, from_seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS overrides_current
+    ON overrides (workspace, kind) WHERE to_seq IS NULL;
+CREATE TABLE IF NOT EXISTS enforcement (
+    from_seq INTEGER PRIMARY KEY, to_seq INTEGER, fact TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    workspace TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL,
+    provider TEXT NOT NULL, type TEXT NOT NULL, event_id TEXT NOT NULL,
+    tier TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
+    PRIMARY KEY (workspace, seq)
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY, provider TEXT NOT NULL, event_id TEXT NOT NULL,
+    type TEXT NOT NULL, error TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, version INTEGER NOT NULL,
+    skipped INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO checkpoint (id, seq, version, skipped) VALUES (1, 0, {version}, 0);
+"""
+
+
+def _live(alias: str, as_of: int | None) -> tuple[str, tuple[int, ...]]:
+    """SQL for "the version of this row that stood right after `as_of`" (None: now)."""
+    if as_of is None:
+        return f"{alias}.to_seq IS NULL", ()
+    return f"{alias}.from_seq <= ? AND ({alias}.to_seq IS NULL OR {alias}.to_seq > ?)", (
+        as_of,
+        as_of,
+    )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one call to :meth:`ProjectionStore.apply` did."""
+
+    last_seq: int
+    applied: int
+    skipped: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    seq: int
+    at: str
+    provider: str
+    type: str
+    event_id: str
+    tier: str
+    source: str
+    status: str
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    seq: int
+    provider: str
+    event_id: str
+    type: str
+    error: str
+
+
+def read_facts(
+    conn: sqlite3.Connection, settings: Settings, workspace: str, as_of: int | None, seq: int
+) -> WorkspaceFacts:
+    """The facts about `workspace`: current (`as_of` None) or right after `as_of`."""
+    s_live, s_params = _live("s", as_of)
+    l_live, l_params = _live("l", as_of)
+    o_live, o_params = _live("o", as_of)
+    # A subscription's own workspace metadata wins over its customer's link.
+    # CROSS JOIN fixes the join order (SQLite's documented hint): from the workspace's
+    # few links into subscriptions by customer, never a scan of every unlinked subscription.
+    subscriptions = conn.execute(
+        f"SELECT s.fact FROM subscriptions s WHERE s.workspace = ? AND {s_live}"  # noqa: S608
+        " UNION SELECT s.fact FROM links l CROSS JOIN subscriptions s"
+        " ON s.provider = l.provider AND s.customer = l.customer"
+        f" WHERE l.workspace = ? AND {l_live} AND s.workspace IS NULL AND {s_live}",
+        (workspace, *s_params, workspace, *l_params, *s_params),
+    ).fetchall()
+    overrides = conn.execute(
+        f"SELECT o.fact FROM overrides o WHERE o.workspace = ? AND {o_live}",  # noqa: S608
+        (workspace, *o_params),
+    ).fetchall()
+    return WorkspaceFacts(
+        workspace_id=workspace,
+        subscriptions=tuple(codec.subscription(row[0]) for row in subscriptions),
+        overrides=tuple(codec.override(row[0]) for row in overrides),
+        enforcement=read_enforcement(conn, settings, as_of),
+        as_of_seq=seq,
+    )
+
+
+def read_enforcement(conn: sqlite3.Connection, settings: Settings, as_of: int | None) -> str:
+    live, params = _live("e", as_of)
+    row = conn.execute(
+        f"SELECT e.fact FROM enforcement e WHERE {live} ORDER BY e.from_seq DESC LIMIT 1",  # noqa: S608
+        params,
+    ).fetchone()
+    return codec.enforcement(row[0]).mode if row else settings.enforcement
+
+
+def storage_fault(error: Exception) -> bool:
+    """Whether `error` says projections.db cannot be used right now (retry the batch),
+    rather than that the event being applied holds values it cannot store.
+
+    Locked, busy, I/O, full and read-only are OperationalError; corruption and
+    "not a database" are plain DatabaseError; InternalError is SQLite's own.
+    Integrity, interface, programming and data errors come from the values.
+    """
+    return isinstance(error, sqlite3.OperationalError | sqlite3.InternalError) or (
+        type(error) is sqlite3.DatabaseError
+    )
+
+
+class ProjectionStore:
+    """A connection to `projections.db`. Thread-safe: one lock serializes its use."""
+
+    def __init__(
+        self,
+        path: Path,
+        settings: Settings,
+        *,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """`before_commit` runs inside each apply transaction, right before COMMIT
+        (crash tests kill the process there)."""
+        self.path = path
+        self._settings = settings
+        self._before_commit = before_commit
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # The log is the durable truth; a projection lost to power failure is rebuilt from it.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(
+                f"BEGIN IMMEDIATE;{SCHEMA.format(version=PROJECTION_VERSION)}COMMIT;"
+            )
+        except (sqlite3.Error, OSError) as e:
+            raise StoreUnavailable(f"cannot open the projection store at {path}: {e}") from e
+        self.conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self.conn
+            except sqlite3.Error as e:
+                raise StoreUnavailable(str(e)) from e
+
+    # -- reads --------------------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        with self._reading() as conn:
+            return int(conn.execute("SELECT seq FROM checkpoint").fetchone()[0])
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the store (SQLite's data_version)."""
+        # On every read request: the plain lock, without _reading's context manager.
+        with self._lock:
+            try:
+                return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as e:
+                raise StoreUnavailable(str(e)) from e
+
+    def version(self) -> int:
+        """The projection version this store was built with (see PROJECTION_VERSION)."""
+        with self._reading() as conn:
+            return int(conn.execute("SELECT version FROM checkpoint").fetchone()[0])
+
+    def stats(self) -> tuple[int, int, int]:
+        """(checkpoint seq, skipped events, quarantined events)."""
+        with self._reading() as conn:
+            seq, skipped = conn.execute("SELECT seq, skipped FROM checkpoint").fetchone()
+            quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        return int(seq), int(skipped), int(quarantined)
+
+    def workspace_facts(self, workspace: str, as_of_seq: int | None = None) -> WorkspaceFacts:
+        """The facts about `workspace`, now or right after `as_of_seq`.
+
+        Read in one transaction: a replay's swap is seen whole or not at all.
+        """
+        with self._reading() as conn:
+            conn.execute("BEGIN")
+            try:
+                checkpoint = int(conn.execute("SELECT seq FROM checkpoint").fetchone()[0])
+                seq = checkpoint if as_of_seq is None else min(as_of_seq, checkpoint)
+                as_of = None if as_of_seq is None else seq
+                return read_facts(conn, self._settings, workspace, as_of, seq)
+            finally:
+                conn.execute("COMMIT")
+
+    def override(self, workspace: str, kind: str) -> OverrideFact | None:
+        """The current state of one override, if it was ever set."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT fact FROM overrides WHERE workspace = ? AND kind = ? AND to_seq IS NULL",
+                (workspace, kind),
+            ).fetchone()
+        return codec.override(row[0]) if row else None
+
+    def history(self, workspace: str) -> list[HistoryRow]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, at, provider, type, event_id, tier, source, status"
+                " FROM history WHERE workspace = ? ORDER BY seq",
+                (workspace,),
+            ).fetchall()
+        return [HistoryRow(*row) for row in rows]
+
+    def quarantine(self) -> list[QuarantineRow]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, provider, event_id, type, error FROM quarantine ORDER BY seq"
+            ).fetchall()
+        return [QuarantineRow(*row) for row in rows]
+
+    def customers_of(self, workspace: str) -> set[tuple[str, str]]:
+        """The (provider, customer) pairs linked to `workspace` now."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT provider, customer FROM links WHERE workspace = ? AND to_seq IS NULL"
+                " UNION SELECT provider, customer FROM subscriptions"
+                " WHERE workspace = ? AND to_seq IS NULL AND customer IS NOT NULL",
+                (workspace, workspace),
+            ).fetchall()
+        return {(row[0], row[1]) for row in rows}
+
+    def subscription(self, provider: str, id: str) -> SubscriptionFact | None:
+        """The current snapshot of one subscription."""
+        with self._reading() as conn:
+            return SqliteFacts(conn, self._settings).subscription(provider, id)
+
+    def workspaces(self) -> set[str]:
+        """Every workspace the projection knows of."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT workspace FROM subscriptions WHERE workspace IS NOT NULL"
+                " UNION SELECT workspace FROM links UNION SELECT workspace FROM overrides"
+                " UNION SELECT workspace FROM history"
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def digest_rows(self) -> list[tuple[Any, ...]]:
+        """Every fact, history and quarantine row in a stable order, for comparisons."""
+        with self._reading() as conn:
+            return [
+                *conn.execute("SELECT 's', * FROM subscriptions ORDER BY provider, id, from_seq"),
+                *conn.execute("SELECT 'l', * FROM links ORDER BY provider, customer, from_seq"),
+                *conn.execute("SELECT 'o', * FROM overrides ORDER BY workspace, kind, from_seq"),
+                *conn.execute("SELECT 'e', * FROM enforcement ORDER BY from_seq"),
+                *conn.execute("SELECT 'h', * FROM history ORDER BY workspace, seq"),
+                *conn.execute("SELECT 'q', * FROM quarantine ORDER BY seq"),
+                *conn.execute("SELECT 'c', seq, skipped FROM checkpoint"),
+            ]
+
+    # -- writes -------------------------------------------------------------------------
+
+    def copy_over(self, live: Path, *, before_commit: Callable[[], None] | None = None) -> bool:
+        """Replace every row of the store at `live` with this store's, in one transaction
+        there, provided this store has applied at least as far as `live` has.
+
+        Under the live store's write lock, so no projector commits between the
+        comparison and the copy: the live checkpoint never moves backwards, and
+        a reader of `live` sees the old rows or the new ones, never a mix.
+        Returns False, copying nothing, when `live` is ahead (catch up, retry).
+        Both stores must have this code's schema. `before_commit` runs inside
+        the transaction, right before COMMIT (crash tests kill the process there).
+        """
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("ATTACH DATABASE ? AS live", (str(live),))
+                try:
+                    return _copy_into_attached(conn, before_commit)
+                finally:
+                    conn.execute("DETACH DATABASE live")
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"swapping {self.path} into {live} failed: {e}") from e
+
+    def apply(self, events: Sequence[StoredEvent], *, after: int = 0) -> Applied:
+        """Apply `events`, every logged event past seq `after` in seq order, in one
+        transaction.
+
+        Events at or below the checkpoint are ignored, so a redelivered batch
+        is a no-op. A batch that does not follow on from the stored checkpoint
+        (`after` is past it: a replay's swap or another process moved it) is
+        not applied at all: the answer's `last_seq` is the stored checkpoint,
+        from which the caller reads again. An event a reducer fails on is
+        quarantined and skipped.
+        """
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                checkpoint, skipped = conn.execute("SELECT seq, skipped FROM checkpoint").fetchone()
+                if checkpoint < after:
+                    # Applying would leave the events between checkpoint and `after` out forever.
+                    conn.execute("ROLLBACK")
+                    return Applied(last_seq=checkpoint, applied=0, skipped=0, quarantined=0)
+                applied = quarantined = skipped_now = 0
+                last = checkpoint
+                facts = SqliteFacts(conn, self._settings)
+                for event in events:
+                    if event.seq <= last:
+                        continue
+                    last = event.seq
+                    # One event's rows stand or fall together: an event that cannot be
+                    # applied is quarantined and the batch goes on; a storage fault ends it.
+                    conn.execute("SAVEPOINT event")
+                    try:
+                        outcome = apply_event(facts, event, self._settings)
+                    except Exception as e:
+                        if storage_fault(e) or not blames_the_event(e):
+                            raise
+                        conn.execute("ROLLBACK TO event")
+                        facts.quarantine(event, unapplied_reason(e))
+                        outcome = "quarantined"
+                    conn.execute("RELEASE event")
+                    applied += outcome == "applied"
+                    skipped_now += outcome == "skipped"
+                    quarantined += outcome == "quarantined"
+                conn.execute(
+                    "UPDATE checkpoint SET seq = ?, skipped = ?", (last, skipped + skipped_now)
+                )
+                if self._before_commit is not None:
+                    self._before_commit()
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                # A storage fault, or one while undoing an event: nothing of the batch stays.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise StoreUnavailable(str(e)) from e
+            except BaseException:
+                # Not an event's doing (out of memory, an interrupt, the before-commit hook):
+                # nothing of the batch stays, the lock goes.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        return Applied(last_seq=last, applied=applied, skipped=skipped_now, quarantined=quarantined)
+
+
+# Every table a swap copies, checkpoint last.
+TABLES = (
+    "subscriptions",
+    "links",
+    "overrides",
+    "enforcement",
+    "history",
+    "quarantine",
+    "checkpoint",
+)
+
+
+def _copy_into_attached(conn: sqlite3.Connection, before_commit: Callable[[], None] | None) -> bool:
+    """Copy main's rows over the attached `live` database's, if main is not behind."""
+    conn.execute("BEGIN IMMEDIATE")  # write locks on main and on live
+    try:
+        ours = conn.execute("SELECT seq FROM main.checkpoint").fetchone()[0]
+        theirs = conn.execute("SELECT seq FROM live.checkpoint").fetchone()[0]
+        if ours < theirs:
+            conn.execute("ROLLBACK")
+            return False
+        for table in TABLES:
+            columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA main.table_info({table})"))
+            # Table and column names come from this module and the schema, never from input.
+            conn.execute(f"DELETE FROM live.{table}")  # noqa: S608
+            conn.execute(
+                f"INSERT INTO live.{table} ({columns}) SELECT {columns} FROM main.{table}"  # noqa: S608
+            )
+        if before_commit is not None:
+            before_commit()
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+class SqliteFacts:
+    """The :class:`~projections.applier.Facts` port over an open write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, settings: Settings) -> None:
+        self._conn = conn
+        self._settings = settings
+
+    def subscription(self, provider: str, id: str) -> SubscriptionFact | None:
+        row = self._conn.execute(
+            "SELECT fact FROM subscriptions WHERE provider = ? AND id = ? AND to_seq IS NULL",
+            (provider, id),
+        ).fetchone()
+        return codec.subscription(row[0]) if row else None
+
+    def put_subscription(
+        self, fact: SubscriptionFact, previous: SubscriptionFact | None, seq: int
+    ) -> None:
+        if previous is not None:
+            self._close("subscriptions", "provider = ? AND id = ?", (fact.provider, fact.id), seq)
+        self._conn.execute(
+            "INSERT INTO subscriptions (provider, id, from_seq, workspace, customer, fact)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                fact.provider,
+                fact.id,
+                seq,
+                fact.workspace,
+                fact.customer,
+                codec.dumps_subscription(fact),
+            ),
+        )
+
+    def link(self, provider: str, customer: str) -> LinkFact | None:
+        row = self._conn.execute(
+            "SELECT workspace, time_us, seq FROM links"
+            " WHERE provider = ? AND customer = ? AND to_seq IS NULL",
+            (provider, customer),
+        ).fetchone()
+        return LinkFact(provider, customer, *row) if row else None
+
+    def put_link(self, fact: LinkFact, previous: LinkFact | None, seq: int) -> None:
+        if previous is not None:
+            self._close(
+                "links", "provider = ? AND customer = ?", (fact.provider, fact.customer), seq
+            )
+        self._conn.execute(
+            "INSERT INTO links (provider, customer, from_seq, workspace, time_us, seq)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (fact.provider, fact.customer, seq, fact.workspace, fact.time_us, fact.seq),
+        )
+
+    def override(self, workspace: str, kind: str) -> OverrideFact | None:
+        row = self._conn.execute(
+            "SELECT fact FROM overrides WHERE workspace = ? AND kind = ? AND to_seq IS NULL",
+            (workspace, kind),
+        ).fetchone()
+        return codec.override(row[0]) if row else None
+
+    def put_override(self, fact: OverrideFact, previous: OverrideFact | None, seq: int) -> None:
+        if previous is not None:
+            self._close("overrides", "workspace = ? AND kind = ?", (fact.workspace, fact.kind), seq)
+        self._conn.execute(
+            "INSERT INTO overrides (workspace, kind, from_seq, fact) VALUES (?, ?, ?, ?)",
+            (fact.workspace, fact.kind, seq, codec.dumps(fact)),
+        )
+
+    def put_enforcement(self, fact: EnforcementFact, seq: int) -> None:
+        self._close("enforcement", "1 = 1", (), seq)
+        self._conn.execute(
+            "INSERT INTO enforcement (from_seq, fact) VALUES (?, ?)", (seq, codec.dumps(fact))
+        )
+
+    def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
+        return read_facts(self._conn, self._settings, workspace, None, seq)
+
+    def last_history(self, workspace: str) -> tuple[str, str, str] | None:
+        row = self._conn.execute(
+            "SELECT tier, source, status FROM history"
+            " WHERE workspace = ? ORDER BY seq DESC LIMIT 1",
+            (workspace,),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def add_history(self, workspace: str, event: StoredEvent, state: tuple[str, str, str]) -> None:
+        self._conn.execute(
+            "INSERT INTO history"
+            " (workspace, seq, at, provider, type, event_id, tier, source, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                workspace,
+                event.seq,
+                event.received_at,
+                event.provider,
+                event.type,
+                event.event_id,
+                *state,
+            ),
+        )
+
+    def quarantine(self, event: StoredEvent, error: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO quarantine (seq, provider, event_id, type, error)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (event.seq, event.provider, event.event_id, event.type, error),
+        )
+
+    def _close(self, table: str, where: str, params: tuple[str, ...], seq: int) -> None:
+        self._conn.execute(
+            f"UPDATE {table} SET to_seq = ? WHERE {where} AND to_seq IS NULL",  # noqa: S608
+            (seq, *params),
+        )

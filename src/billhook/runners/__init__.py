@@ -1,0 +1,1 @@
+"""What applies projections: the embedded projector, dramatiq actors on Redis, replay."""

@@ -1,0 +1,1 @@
+"""Provider sync: reconcile and backfill from the provider APIs, and the online config check."""

@@ -1,0 +1,396 @@
+"""`billhook check-config`: the preflight before paid billing (SPEC §8).
+
+Every check is a :class:`Check` — a pass or a failure with one line of detail
+that carries ids, tiers, intervals and key *kinds*, never a secret. The
+offline checks read only the settings; the online ones look each mapped Stripe
+price and Polar product up through a small port (``price`` / ``product``
+returning the provider's JSON, or None when there is no such object), which
+:class:`worker.providers.StripeSource` and :class:`~worker.providers.PolarSource`
+satisfy. Checks are yielded one by one so the CLI can print them as they come.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from billhook.config import ENFORCEMENT_MODES, PriceMapping, ProductMapping, Settings
+from billhook.providers.clients import PolarSource, ProviderError, StripeSource, sources
+
+# The billing intervals every paid tier must be sold in.
+REQUIRED_INTERVALS = ("month", "year")
+# Stripe webhook endpoint secrets start with this.
+STRIPE_SIGNING_PREFIX = "whsec_"
+# Stripe API key prefixes each mode accepts: secret and restricted keys.
+STRIPE_KEY_PREFIXES = {
+    "test": ("sk_test_", "rk_test_"),
+    "live": ("sk_live_", "rk_live_"),
+}
+# Key prefixes that are recognisably wrong kinds of Stripe key, and what they are.
+STRIPE_WRONG_KEYS = {"pk_": "a publishable key", "whsec_": "a webhook secret"}
+# The Polar server each mode belongs on.
+POLAR_SERVER_FOR_MODE = {"test": "sandbox", "live": "production"}
+# How a check line starts when it passes, and when it fails.
+PASS, FAIL = "✓", "✗"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome: `name` is what was checked, `detail` what was found."""
+
+    ok: bool
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        """`✓ name: detail` or `✗ name: detail`."""
+        return f"{PASS if self.ok else FAIL} {self.name}: {self.detail}"
+
+
+class PriceLookup(Protocol):
+    def price(self, price_id: str) -> dict[str, Any] | None:
+        """The Stripe price as JSON, None when there is none; raises ProviderError."""
+        ...
+
+
+class ProductLookup(Protocol):
+    def product(self, product_id: str) -> dict[str, Any] | None:
+        """The Polar product as JSON, None when there is none; raises ProviderError."""
+        ...
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# -- offline ----------------------------------------------------------------------------
+
+
+def stripe_in_use(settings: Settings) -> bool:
+    """Stripe counts as configured once any price, webhook secret or API key is set."""
+    s = settings.stripe
+    return bool(s.prices or s.webhook_secrets or s.api_key)
+
+
+def polar_in_use(settings: Settings) -> bool:
+    """Polar counts as configured once any product, webhook secret or token is set."""
+    p = settings.polar
+    return bool(p.products or p.webhook_secrets or p.access_token)
+
+
+def offline_checks(settings: Settings) -> Iterator[Check]:
+    """Checks that need only the settings (already loaded, so already well-typed)."""
+    yield _enforcement(settings)
+    yield _tiers(settings)
+    stripe, polar = stripe_in_use(settings), polar_in_use(settings)
+    if not stripe and not polar:
+        yield Check(False, "providers", "neither Stripe nor Polar is configured")
+    if stripe:
+        yield from _stripe_offline(settings)
+    if polar:
+        yield from _polar_offline(settings)
+    for tier in list(settings.tiers)[1:]:
+        yield tier_pricing(tier, settings.stripe.prices, settings.polar.products)
+
+
+def _enforcement(settings: Settings) -> Check:
+    ok = settings.enforcement in ENFORCEMENT_MODES
+    return Check(ok, "enforcement", f"initial mode {settings.enforcement!r}")
+
+
+def _tiers(settings: Settings) -> Check:
+    # The loader already refuses a mapping to an unknown tier; checked again so
+    # that this line states it rather than assumes it.
+    mapped = [m.tier for m in settings.stripe.prices.values()]
+    mapped += [m.tier for m in settings.polar.products.values()]
+    unknown = sorted({t for t in mapped if t not in settings.tiers})
+    if unknown:
+        return Check(False, "tiers", f"mapped to unknown tier(s) {', '.join(unknown)}")
+    names = ", ".join(settings.tiers)
+    detail = f"{names} ({settings.default_tier} is the default); every mapped tier exists"
+    return Check(True, "tiers", detail)
+
+
+def _stripe_offline(settings: Settings) -> Iterator[Check]:
+    s = settings.stripe
+    if not s.webhook_secrets:
+        yield Check(False, "stripe webhook secrets", "none set: /webhooks/stripe answers 404")
+    else:
+        bad = [
+            str(n)
+            for n, secret in enumerate(s.webhook_secrets, 1)
+            if not secret.reveal().startswith(STRIPE_SIGNING_PREFIX)
+        ]
+        count = _plural(len(s.webhook_secrets), "secret")
+        if bad:
+            which = ", ".join(f"#{n}" for n in bad)
+            yield Check(
+                False,
+                "stripe webhook secrets",
+                f"{count}; {which} does not start with {STRIPE_SIGNING_PREFIX}",
+            )
+        else:
+            yield Check(True, "stripe webhook secrets", f"{count}, each {STRIPE_SIGNING_PREFIX}…")
+    yield stripe_key(s.api_key.reveal(), settings.mode)
+    if not s.prices:
+        yield Check(
+            False, "stripe prices", "none mapped: every Stripe subscription would grant nothing"
+        )
+
+
+def stripe_key(key: str, mode: str) -> Check:
+    """Whether `key` is a secret or restricted key of `mode`; names its kind, never it."""
+    name = "stripe api key"
+    wanted = STRIPE_KEY_PREFIXES[mode]
+    expected = f"expected {' or '.join(p + '…' for p in wanted)} in {mode} mode"
+    if not key:
+        return Check(False, name, f"not set (refresh, backfill and --online need it); {expected}")
+    for prefix in wanted:
+        if key.startswith(prefix):
+            return Check(True, name, f"{prefix}… agrees with mode {mode!r}")
+    for other_mode, prefixes in STRIPE_KEY_PREFIXES.items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                return Check(False, name, f"a {other_mode}-mode key ({prefix}…); {expected}")
+    for prefix, kind in STRIPE_WRONG_KEYS.items():
+        if key.startswith(prefix):
+            return Check(False, name, f"{kind} ({prefix}…); {expected}")
+    return Check(False, name, f"not a Stripe secret or restricted key; {expected}")
+
+
+def _polar_offline(settings: Settings) -> Iterator[Check]:
+    p = settings.polar
+    if not p.webhook_secrets:
+        yield Check(False, "polar webhook secrets", "none set: /webhooks/polar answers 404")
+    else:
+        # The loader refuses empty ones; this line states it.
+        empty = sum(not secret.reveal().strip() for secret in p.webhook_secrets)
+        count = _plural(len(p.webhook_secrets), "secret")
+        detail = f"{count}, {empty} empty" if empty else f"{count}, none empty"
+        yield Check(not empty, "polar webhook secrets", detail)
+    if p.access_token:
+        yield Check(True, "polar access token", "set")
+    else:
+        yield Check(False, "polar access token", "not set (refresh, backfill and --online need it)")
+    wanted = POLAR_SERVER_FOR_MODE[settings.mode]
+    via = f" (requests go to server_url {p.server_url})" if p.server_url else ""
+    if p.server == wanted:
+        yield Check(True, "polar server", f"{p.server!r} agrees with mode {settings.mode!r}{via}")
+    else:
+        detail = f"{p.server!r} with mode {settings.mode!r}, expected {wanted!r}{via}"
+        yield Check(False, "polar server", detail)
+    if not p.products:
+        yield Check(
+            False, "polar products", "none mapped: every Polar subscription would grant nothing"
+        )
+    not_uuids = sorted(pid for pid in p.products if not _is_uuid(pid))
+    if not_uuids:
+        yield Check(False, "polar products", f"not UUIDs: {', '.join(not_uuids)}")
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def tier_pricing(
+    tier: str,
+    prices: Mapping[str, PriceMapping],
+    products: Mapping[str, ProductMapping],
+) -> Check:
+    """Whether a paid tier can be bought monthly and yearly.
+
+    A tier with any Stripe price must have Stripe prices for every interval in
+    REQUIRED_INTERVALS. A tier with no Stripe price but Polar products must
+    have Polar products configured with each of those intervals (a product
+    mapping without `interval` counts for none, since offline it is unknown).
+    A tier neither provider sells passes: only overrides grant it (an
+    enterprise tier sold by contract).
+    """
+    name = f"tier {tier}"
+    stripe = {pid: m.interval for pid, m in prices.items() if m.tier == tier}
+    polar = {pid: m.interval for pid, m in products.items() if m.tier == tier}
+    if stripe:
+        return _coverage(name, "Stripe price", set(stripe.values()), "")
+    if polar:
+        untyped = sum(interval is None for interval in polar.values())
+        note = "sold on Polar only"
+        if untyped:
+            note += f"; {_plural(untyped, 'product')} without a configured interval"
+        intervals = {i for i in polar.values() if i is not None}
+        return _coverage(name, "Polar product", intervals, f" ({note})")
+    return Check(True, name, "not sold through Stripe or Polar; only overrides grant it")
+
+
+def _coverage(name: str, unit: str, intervals: set[str], note: str) -> Check:
+    missing = [i for i in REQUIRED_INTERVALS if i not in intervals]
+    if missing:
+        return Check(False, name, f"no {unit} for {' or '.join(missing)}{note}")
+    return Check(True, name, f"{unit}s for {' and '.join(REQUIRED_INTERVALS)}{note}")
+
+
+# -- online -----------------------------------------------------------------------------
+
+
+def stripe_price_check(
+    price_id: str, mapping: PriceMapping, price: Mapping[str, Any] | None, mode: str
+) -> Check:
+    """Whether a mapped Stripe price exists, is active, recurs as mapped and is of `mode`."""
+    name = f"stripe price {price_id}"
+    if price is None:
+        return Check(
+            False, name, "no such price for this API key (other-mode prices are invisible to it)"
+        )
+    problems: list[str] = []
+    if not price.get("active"):
+        problems.append("inactive")
+    recurring = price.get("recurring")
+    if price.get("type") != "recurring" or not isinstance(recurring, Mapping):
+        problems.append("one-time, not recurring")
+    else:
+        problems += _interval_problems(
+            recurring.get("interval"), recurring.get("interval_count"), mapping.interval
+        )
+    live = bool(price.get("livemode"))
+    if live != (mode == "live"):
+        problems.append(f"a {'live' if live else 'test'}-mode price, mode is {mode!r}")
+    if problems:
+        return Check(False, name, "; ".join(problems))
+    return Check(True, name, f"active, every {mapping.interval}, {mode} mode -> {mapping.tier}")
+
+
+def polar_product_check(
+    product_id: str, mapping: ProductMapping, product: Mapping[str, Any] | None, server: str
+) -> Check:
+    """Whether a mapped Polar product exists, recurs as mapped (when mapped with an
+    interval) and is not archived; its price mode is always reported."""
+    name = f"polar product {product_id}"
+    if product is None:
+        return Check(False, name, f"not found on Polar {server}")
+    mode = price_mode(product)
+    problems: list[str] = []
+    if product.get("is_archived"):
+        problems.append("archived")
+    if not product.get("is_recurring"):
+        problems.append("one-time, not recurring")
+    elif mapping.interval is not None:
+        problems += _interval_problems(
+            product.get("recurring_interval"),
+            product.get("recurring_interval_count"),
+            mapping.interval,
+        )
+    if mode == "none":
+        problems.append("no active price")
+    if problems:
+        return Check(False, name, f"{'; '.join(problems)} (price: {mode})")
+    every = product.get("recurring_interval")
+    return Check(True, name, f"every {every}, price: {mode} -> {mapping.tier}")
+
+
+def price_mode(product: Mapping[str, Any]) -> str:
+    """`seat-based` when an active price is seat-based, else the active prices'
+    amount types (`fixed`, `custom`, ...), or `none` when no price is active.
+
+    An archived product archives its prices too; its mode is then read from
+    all of them, since it is still worth showing.
+    """
+    prices = [p for p in product.get("prices") or () if isinstance(p, Mapping)]
+    active = [p for p in prices if not p.get("is_archived")]
+    shown = active if active or not product.get("is_archived") else prices
+    kinds = sorted({str(p.get("amount_type")) for p in shown})
+    if "seat_based" in kinds:
+        return "seat-based"
+    return ", ".join(kinds) or "none"
+
+
+def _interval_problems(interval: object, count: object, wanted: str) -> list[str]:
+    if interval != wanted:
+        return [f"billed every {interval}, mapped as {wanted}"]
+    if count not in (None, 1):
+        return [f"billed every {count} {interval}s, mapped as every {wanted}"]
+    return []
+
+
+def online_checks(
+    settings: Settings,
+    stripe: PriceLookup | None,
+    polar: ProductLookup | None,
+) -> Iterator[Check]:
+    """Look up every mapped price and product; None for a provider without credentials.
+
+    After a provider's first ProviderError the rest of its lookups are skipped
+    (one line says how many): the next ones would most likely fail the same way,
+    each after its own retries.
+    """
+    prices, products = settings.stripe.prices, settings.polar.products
+    if prices:
+        if stripe is None:
+            yield Check(False, "stripe prices", "not looked up: no API key")
+        else:
+            yield from _looked_up(
+                "stripe",
+                "price",
+                list(prices),
+                stripe.price,
+                lambda pid, found: stripe_price_check(pid, prices[pid], found, settings.mode),
+            )
+    if products:
+        if polar is None:
+            yield Check(False, "polar products", "not looked up: no access token")
+        else:
+            server = settings.polar.server
+            yield from _looked_up(
+                "polar",
+                "product",
+                list(products),
+                polar.product,
+                lambda pid, found: polar_product_check(pid, products[pid], found, server),
+            )
+
+
+def _looked_up(
+    provider: str,
+    kind: str,
+    ids: list[str],
+    fetch: Callable[[str], dict[str, Any] | None],
+    judge: Callable[[str, dict[str, Any] | None], Check],
+) -> Iterator[Check]:
+    for n, ident in enumerate(ids):
+        try:
+            found = fetch(ident)
+        except ProviderError as e:
+            yield Check(False, f"{provider} {kind} {ident}", f"lookup failed: {e}")
+            rest = len(ids) - n - 1
+            if rest:
+                yield Check(False, f"{provider} {kind}s", f"{rest} more not looked up")
+            return
+        yield judge(ident, found)
+
+
+def all_checks(
+    settings: Settings,
+    *,
+    online: bool,
+    connect: Callable[[Settings], Mapping[str, StripeSource | PolarSource]] = sources,
+) -> Iterator[Check]:
+    """The offline checks, then (with `online`) the look-ups through `connect`'s
+    sources, which are closed when the iteration ends or is closed."""
+    yield from offline_checks(settings)
+    if not online:
+        return
+    found = connect(settings)
+    try:
+        stripe, polar = found.get("stripe"), found.get("polar")
+        yield from online_checks(
+            settings,
+            stripe if isinstance(stripe, StripeSource) else None,
+            polar if isinstance(polar, PolarSource) else None,
+        )
+    finally:
+        for source in found.values():
+            source.close()

@@ -1,1 +1,0 @@
-"""worker: the processes around the log — web server, projector workers, CLI."""
