@@ -9,8 +9,9 @@ import pytest
 from billhook.api.app import create_app
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import make_settings
 from tests.contract import contract_client
-from tests.support import make_settings, serve_in_thread
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
 `domain` ← `providers` ← `log` ← `projections` ← `runners`/`sync` ← `api`/`cli`,
 with `errors`, `config` and `observability` below them all, and `testing` (the
 shipped test doubles) used only by `cli` (the demo). Shipped code never
-imports `tests` or `bench`.
+imports `tests` or `bench`, nor pytest: `billhook.testing` ships in the wheel.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
     "__init__": set(),
 }
-# Never imported from the package: they are not shipped.
-FORBIDDEN = {"tests", "bench"}
+# Never imported from the package: not shipped, or only in the `test` extra (the
+# shipped test doubles, `billhook.testing`, must work without pytest).
+FORBIDDEN = {"tests", "bench", "pytest", "hypothesis"}
 
 
 def _part(path: Path) -> str:
@@ -67,12 +68,8 @@ def imported_parts(source: str) -> set[str]:
     return found
 
 
-# Until the fakes ship in billhook.testing, the demo's purchase step takes them from `tests`.
-EXEMPT = {"cli/demo_checkout.py": {"tests"}}
-
-
-def violations(part: str, source: str, exempt: set[str] | None = None) -> set[str]:
-    return imported_parts(source) - ALLOWED[part] - {part} - (exempt or set())
+def violations(part: str, source: str) -> set[str]:
+    return imported_parts(source) - ALLOWED[part] - {part}
 
 
 def _modules() -> list[Path]:
@@ -88,8 +85,7 @@ def test_each_part_imports_only_what_is_upstream(part: str) -> None:
     wrong = {
         str(path.relative_to(PACKAGE)): sorted(bad)
         for path in _modules()
-        if _part(path) == part
-        and (bad := violations(part, path.read_text(), EXEMPT.get(str(path.relative_to(PACKAGE)))))
+        if _part(path) == part and (bad := violations(part, path.read_text()))
     }
     assert wrong == {}
 
@@ -103,8 +99,10 @@ def test_each_part_imports_only_what_is_upstream(part: str) -> None:
         ("projections", "from billhook.runners import replay", {"runners"}),
         ("runners", "from billhook.api.app import create_app", {"api"}),
         ("api", "from billhook import cli", {"cli"}),
-        ("cli", "from tests.support import make_settings", {"tests"}),
+        ("cli", "from tests.support import tmpfs", {"tests"}),
         ("testing", "def f():\n    from bench import tools", {"bench"}),
+        ("testing", "import pytest", {"pytest"}),
+        ("testing", "from tests.support import tmpfs", {"tests"}),
         ("api", "from billhook.projections.store import ProjectionStore", set()),
     ],
 )

@@ -1,20 +1,29 @@
 """billhook's one typed settings object, loaded and validated once at start.
 
-The file is TOML (SPEC §2). Secrets may come from the environment, which wins
-over the file. Every problem raises :class:`ConfigError` with a message that
-names the key, so a process never half-starts on a bad config.
+The file is TOML (SPEC §2). Each of its tables is a msgspec Struct below, and
+those Structs are the only description of the keys: their types, bounds and
+defaults. msgspec validates the file against them and its error becomes a
+:class:`ConfigError` naming the dotted key (`billhook.max_body_bytes: must be
+at least 1, got 0`), so a process never half-starts on a bad config. What no
+single table can say (a price map's tier must be a configured tier) is checked
+after, in :func:`_cross_check`. Secrets may come from the environment, which
+wins over the file.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import types
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args, get_origin
 
-from billhook.domain.policy import Policy
+import msgspec
+from msgspec import Meta, Struct, field
+
+from billhook.domain.policy import Grant, Policy
 from billhook.errors import ConfigError
 
 # Where the config is looked for when neither --config nor $BILLHOOK_CONFIG is given.
@@ -26,8 +35,37 @@ MODES = ("test", "live")
 ENFORCEMENT_MODES = ("disabled", "observe", "enforce")
 POLAR_SERVERS = ("sandbox", "production")
 INTERVALS = ("day", "week", "month", "year")
+if TYPE_CHECKING:  # plain strings to the type checker, as the code around them uses them...
+    Mode = str
+    EnforcementMode = str
+    PolarServer = str
+    Interval = str
+else:  # ...and to msgspec, enums made from the tuples above.
+    Mode = Literal[MODES]
+    EnforcementMode = Literal[ENFORCEMENT_MODES]
+    PolarServer = Literal[POLAR_SERVERS]
+    Interval = Literal[INTERVALS]
+# A whole number of at least one: a size, a count, seconds.
+Positive = Annotated[int, Meta(ge=1)]
+# A string with something besides whitespace in it.
+NonBlank = Annotated[str, Meta(pattern=r"\S")]
 
-T = TypeVar("T")
+# Environment variables that override a key of the file: comma-separated lists...
+ENV_LISTS: Mapping[str, str] = {
+    "STRIPE_WEBHOOK_SECRETS": "stripe.webhook_secrets",
+    "POLAR_WEBHOOK_SECRETS": "polar.webhook_secrets",
+    "BILLHOOK_API_TOKENS": "auth.api_tokens",
+    "BILLHOOK_ADMIN_TOKENS": "auth.admin_tokens",
+}
+# ...and single values.
+ENV_VALUES: Mapping[str, str] = {
+    "STRIPE_API_KEY": "stripe.api_key",
+    "STRIPE_API_BASE": "stripe.api_base",
+    "POLAR_ACCESS_TOKEN": "polar.access_token",
+    "POLAR_SERVER": "polar.server",
+    "POLAR_SERVER_URL": "polar.server_url",
+    "BILLHOOK_REDIS_URL": "redis.url",
+}
 
 
 class Secret:
@@ -61,8 +99,7 @@ class Secret:
 NO_SECRET = Secret("")
 
 
-@dataclass(frozen=True)
-class PriceMapping:
+class PriceMapping(Struct, frozen=True, forbid_unknown_fields=True):
     """What a Stripe price grants: a tier, billed every `interval`.
 
     `min_seats`/`max_seats` bound the quantity a checkout may buy (Stripe
@@ -70,40 +107,40 @@ class PriceMapping:
     """
 
     tier: str
-    interval: str
-    min_seats: int | None = None
-    max_seats: int | None = None
+    interval: Interval
+    min_seats: Positive | None = None
+    max_seats: Positive | None = None
 
 
-@dataclass(frozen=True)
-class ProductMapping:
+class ProductMapping(Struct, frozen=True, forbid_unknown_fields=True):
     """What a Polar product grants; `interval` is checked online when given."""
 
     tier: str
-    interval: str | None = None
+    interval: Interval | None = None
 
 
-@dataclass(frozen=True)
-class StripeSettings:
+class StripeSettings(Struct, frozen=True, forbid_unknown_fields=True):
     webhook_secrets: tuple[Secret, ...] = ()
     api_key: Secret = NO_SECRET
     api_base: str = ""
     prices: Mapping[str, PriceMapping] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class PolarSettings:
+class PolarSettings(Struct, frozen=True, forbid_unknown_fields=True):
     webhook_secrets: tuple[Secret, ...] = ()
     access_token: Secret = NO_SECRET
-    server: str = "sandbox"
+    server: PolarServer = "sandbox"
     server_url: str = ""
     products: Mapping[str, ProductMapping] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class AuthSettings:
+class AuthSettings(Struct, frozen=True, forbid_unknown_fields=True):
     api_tokens: tuple[Secret, ...] = ()
     admin_tokens: tuple[Secret, ...] = ()
+
+
+class RedisSettings(Struct, frozen=True, forbid_unknown_fields=True):
+    url: Secret = NO_SECRET
 
 
 DEFAULT_TIERS: Mapping[str, tuple[str, ...]] = {
@@ -120,19 +157,24 @@ DEFAULT_TIERS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything billhook is configured with. Build it with :func:`load_settings`."""
+class Core(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `[billhook]` table."""
 
-    mode: str = "test"
+    mode: Mode = "test"
     data_dir: Path = Path("./data")
-    enforcement: str = "observe"
-    max_body_bytes: int = 1_048_576
-    signature_tolerance_s: int = 300
-    attention_grace_hours: float = 0
-    workspace_key: str = "workspace_id"
-    request_timeout_s: int = 10
-    max_connections: int = 1000
+    enforcement: EnforcementMode = "observe"
+    max_body_bytes: Positive = 1_048_576
+    signature_tolerance_s: Positive = 300
+    attention_grace_hours: Annotated[float, Meta(ge=0)] = 0.0
+    workspace_key: NonBlank = "workspace_id"
+    request_timeout_s: Positive = 10
+    max_connections: Positive = 1000
+
+
+class Settings(Core, frozen=True, kw_only=True, dict=True):
+    """Everything billhook is configured with: the keys of `[billhook]`, then the other
+    tables. Build it with :func:`load_settings`."""
+
     tiers: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     stripe: StripeSettings = field(default_factory=StripeSettings)
     polar: PolarSettings = field(default_factory=PolarSettings)
@@ -182,6 +224,17 @@ class Settings:
         return ()
 
 
+class _File(Struct, forbid_unknown_fields=True):
+    """The file's layout: `[billhook]`, then the other tables."""
+
+    billhook: Core = field(default_factory=Core)
+    tiers: Mapping[str, tuple[NonBlank, ...]] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    stripe: StripeSettings = field(default_factory=StripeSettings)
+    polar: PolarSettings = field(default_factory=PolarSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+
 def resolve_config_path(
     explicit: str | Path | None, environ: Mapping[str, str], cwd: Path
 ) -> Path | None:
@@ -217,219 +270,57 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """Validate an already-parsed TOML document plus environment overrides."""
-    _only(raw, "", {"billhook", "tiers", "stripe", "polar", "auth", "redis"})
-    core = _table(raw, "billhook")
-    _only(
-        core,
-        "billhook",
-        {
-            "mode",
-            "data_dir",
-            "enforcement",
-            "max_body_bytes",
-            "signature_tolerance_s",
-            "attention_grace_hours",
-            "workspace_key",
-            "request_timeout_s",
-            "max_connections",
-        },
+    merged = _with_environment(raw, environ)
+    try:
+        file = msgspec.convert(merged, _File, dec_hook=_from_string)
+    except msgspec.ValidationError as e:
+        raise ConfigError(_explain(str(e), merged)) from None
+    settings = Settings(
+        **msgspec.structs.asdict(file.billhook),
+        tiers=file.tiers,
+        stripe=file.stripe,
+        polar=file.polar,
+        auth=file.auth,
+        redis_url=file.redis.url,
     )
-    defaults = Settings()
-    tiers = _tiers(raw)
-
-    stripe_raw = _table(raw, "stripe")
-    _only(stripe_raw, "stripe", {"webhook_secrets", "api_key", "api_base", "prices"})
-    polar_raw = _table(raw, "polar")
-    _only(
-        polar_raw,
-        "polar",
-        {"webhook_secrets", "access_token", "server", "server_url", "products"},
-    )
-    auth_raw = _table(raw, "auth")
-    _only(auth_raw, "auth", {"api_tokens", "admin_tokens"})
-    redis_raw = _table(raw, "redis")
-    _only(redis_raw, "redis", {"url"})
-
-    stripe = StripeSettings(
-        webhook_secrets=_secrets(
-            stripe_raw, "stripe.webhook_secrets", environ, "STRIPE_WEBHOOK_SECRETS"
-        ),
-        api_key=_secret(stripe_raw, "stripe.api_key", environ, "STRIPE_API_KEY"),
-        api_base=_env_str(stripe_raw, "stripe.api_base", environ, "STRIPE_API_BASE"),
-        prices=_mappings(stripe_raw, "stripe.prices", tiers, _price),
-    )
-    polar = PolarSettings(
-        webhook_secrets=_secrets(
-            polar_raw, "polar.webhook_secrets", environ, "POLAR_WEBHOOK_SECRETS"
-        ),
-        access_token=_secret(polar_raw, "polar.access_token", environ, "POLAR_ACCESS_TOKEN"),
-        server=_choice(
-            {"server": environ.get("POLAR_SERVER", polar_raw.get("server", "sandbox"))},
-            "server",
-            "polar.server",
-            POLAR_SERVERS,
-            "sandbox",
-        ),
-        server_url=_env_str(polar_raw, "polar.server_url", environ, "POLAR_SERVER_URL"),
-        products=_mappings(polar_raw, "polar.products", tiers, _product),
-    )
-    auth = AuthSettings(
-        api_tokens=_secrets(auth_raw, "auth.api_tokens", environ, "BILLHOOK_API_TOKENS"),
-        admin_tokens=_secrets(auth_raw, "auth.admin_tokens", environ, "BILLHOOK_ADMIN_TOKENS"),
-    )
-    return Settings(
-        mode=_choice(core, "mode", "billhook.mode", MODES, defaults.mode),
-        data_dir=Path(_typed(core, "data_dir", "billhook.data_dir", str, str(defaults.data_dir))),
-        enforcement=_choice(
-            core, "enforcement", "billhook.enforcement", ENFORCEMENT_MODES, defaults.enforcement
-        ),
-        max_body_bytes=_positive_int(
-            core, "max_body_bytes", "billhook.max_body_bytes", defaults.max_body_bytes
-        ),
-        signature_tolerance_s=_positive_int(
-            core,
-            "signature_tolerance_s",
-            "billhook.signature_tolerance_s",
-            defaults.signature_tolerance_s,
-        ),
-        attention_grace_hours=_grace_hours(core),
-        workspace_key=_nonempty(
-            core, "workspace_key", "billhook.workspace_key", defaults.workspace_key
-        ),
-        request_timeout_s=_positive_int(
-            core, "request_timeout_s", "billhook.request_timeout_s", defaults.request_timeout_s
-        ),
-        max_connections=_positive_int(
-            core, "max_connections", "billhook.max_connections", defaults.max_connections
-        ),
-        tiers=tiers,
-        stripe=stripe,
-        polar=polar,
-        auth=auth,
-        redis_url=_secret(redis_raw, "redis.url", environ, "BILLHOOK_REDIS_URL"),
-    )
+    _cross_check(settings)
+    return settings
 
 
-# -- validation helpers: each names the full key in its error ---------------------------
+def _with_environment(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """`raw` with the keys the environment sets replaced; set but empty is an explicit none."""
+    merged = dict(raw)
+    for var, key in (*ENV_LISTS.items(), *ENV_VALUES.items()):
+        if var not in environ:
+            continue
+        value: str | list[str] = environ[var].strip()
+        if var in ENV_LISTS:
+            value = [part.strip() for part in environ[var].split(",") if part.strip()]
+        section, name = key.split(".")
+        table = merged.get(section, {})
+        if isinstance(table, dict):  # else the table itself is the error to report
+            merged[section] = {**table, name: value}
+    return merged
 
 
-def _only(table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
-    for key in table:
-        if key not in allowed:
-            name = f"{where}.{key}" if where else key
-            raise ConfigError(f"{name}: unknown key")
+def _from_string(kind: type[Any], value: object) -> object:
+    """Values of the types msgspec leaves to billhook: secrets and paths, from strings."""
+    if kind not in (Secret, Path):
+        raise NotImplementedError
+    if not isinstance(value, str):
+        got = _MSGSPEC_KINDS.get(type(value), type(value).__name__)
+        raise TypeError(f"Expected `str`, got `{got}`")
+    return kind(value)
 
 
-def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a table")
-    return value
-
-
-def _typed(table: Mapping[str, Any], key: str, name: str, kind: type[T], default: T) -> T:
-    value = table.get(key, default)
-    # bool is an int in Python; a TOML `true` is never a valid number here.
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{name}: expected {kind.__name__}, got {_kind(value)}")
-    return value
-
-
-def _kind(value: object) -> str:
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "float",
-        str: "string",
-        list: "array",
-        dict: "table",
-    }.get(type(value), type(value).__name__)
-
-
-def _choice(
-    table: Mapping[str, Any], key: str, name: str, choices: tuple[str, ...], default: str
-) -> str:
-    value = _typed(table, key, name, str, default)
-    if value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ConfigError(f"{name}: expected one of {allowed}, got {value!r}")
-    return value
-
-
-def _positive_int(table: Mapping[str, Any], key: str, name: str, default: int) -> int:
-    value = _typed(table, key, name, int, default)
-    if value < 1:
-        raise ConfigError(f"{name}: must be at least 1, got {value}")
-    return value
-
-
-def _grace_hours(core: Mapping[str, Any]) -> float:
-    name = "billhook.attention_grace_hours"
-    value = core.get("attention_grace_hours", 0)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name}: expected a number, got {_kind(value)}")
-    if value < 0 or value != value:  # NaN compares unequal to itself
-        raise ConfigError(f"{name}: must be zero or more, got {value}")
-    return float(value)
-
-
-def _nonempty(table: Mapping[str, Any], key: str, name: str, default: str) -> str:
-    value = _typed(table, key, name, str, default)
-    if not value.strip():
-        raise ConfigError(f"{name}: must not be empty")
-    return value
-
-
-def _str_list(value: object, name: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{name}: expected an array of strings")
-    return tuple(value)
-
-
-def _env_list(environ: Mapping[str, str], var: str) -> tuple[str, ...] | None:
-    if var not in environ:
-        return None
-    return tuple(part.strip() for part in environ[var].split(",") if part.strip())
-
-
-def _secrets(
-    table: Mapping[str, Any], name: str, environ: Mapping[str, str], var: str
-) -> tuple[Secret, ...]:
-    key = name.rsplit(".", 1)[1]
-    from_env = _env_list(environ, var)
-    values = from_env if from_env is not None else _str_list(table.get(key, []), name)
-    if any(not v.strip() for v in values):
-        raise ConfigError(f"{name}: empty secret")
-    return tuple(Secret(v) for v in values)
-
-
-def _secret(table: Mapping[str, Any], name: str, environ: Mapping[str, str], var: str) -> Secret:
-    key = name.rsplit(".", 1)[1]
-    if var in environ:
-        return Secret(environ[var].strip())
-    return Secret(_typed(table, key, name, str, ""))
-
-
-def _env_str(table: Mapping[str, Any], name: str, environ: Mapping[str, str], var: str) -> str:
-    key = name.rsplit(".", 1)[1]
-    if var in environ:
-        return environ[var].strip()
-    return _typed(table, key, name, str, "")
-
-
-def _tiers(raw: Mapping[str, Any]) -> Mapping[str, tuple[str, ...]]:
-    if "tiers" not in raw:
-        return dict(DEFAULT_TIERS)
-    table = _table(raw, "tiers")
-    if not table:
+def _cross_check(settings: Settings) -> None:
+    """What no one table can say: features are unique and not the seat gate, secrets in a
+    list are not blank, price and product maps name configured tiers."""
+    if not settings.tiers:
         raise ConfigError("tiers: at least one tier is required")
     seen: dict[str, str] = {}
-    tiers: dict[str, tuple[str, ...]] = {}
-    for tier, features in table.items():
-        names = _str_list(features, f"tiers.{tier}")
-        for feature in names:
-            if not feature.strip():
-                raise ConfigError(f"tiers.{tier}: empty feature name")
+    for tier, features in settings.tiers.items():
+        for feature in features:
             if feature == SEAT_ACTION:
                 raise ConfigError(f"tiers.{tier}: {SEAT_ACTION!r} is reserved for the seat gate")
             if feature in seen:
@@ -437,60 +328,108 @@ def _tiers(raw: Mapping[str, Any]) -> Mapping[str, tuple[str, ...]]:
                     f"tiers.{tier}: feature {feature!r} is already in tier {seen[feature]!r}"
                 )
             seen[feature] = tier
-        tiers[tier] = names
-    return tiers
+    for key in ENV_LISTS.values():
+        section, name = key.split(".")
+        if not all(s.reveal().strip() for s in getattr(getattr(settings, section), name)):
+            raise ConfigError(f"{key}: empty secret")
+    maps: Mapping[str, Mapping[str, Grant]] = {
+        "stripe.prices": settings.stripe.prices,
+        "polar.products": settings.polar.products,
+    }
+    for table, grants in maps.items():
+        for ident, grant in grants.items():
+            if grant.tier not in settings.tiers:
+                raise ConfigError(f"{table}.{ident}.tier: unknown tier {grant.tier!r}")
+    for ident, price in settings.stripe.prices.items():
+        low, high = price.min_seats, price.max_seats
+        if low is not None and high is not None and high < low:
+            raise ConfigError(
+                f"stripe.prices.{ident}.max_seats: must be at least min_seats ({low}), got {high}"
+            )
 
 
-def _mappings(
-    table: Mapping[str, Any],
-    name: str,
-    tiers: Mapping[str, tuple[str, ...]],
-    build: Callable[[Mapping[str, Any], str, Mapping[str, tuple[str, ...]]], T],
-) -> Mapping[str, T]:
-    entries = _table(table, name.rsplit(".", 1)[1])
-    result: dict[str, T] = {}
-    for ident, entry in entries.items():
-        where = f"{name}.{ident}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f'{where}: expected a table like {{ tier = "team" }}')
-        result[ident] = build(entry, where, tiers)
-    return result
+# -- msgspec's errors, told in the config's words -----------------------------------------
+
+# msgspec's name for the kind of a Python value, as its own messages say it.
+_MSGSPEC_KINDS = {
+    str: "str",
+    int: "int",
+    bool: "bool",
+    float: "float",
+    list: "array",
+    dict: "object",
+}
+# The kind of a TOML value, as a config error says it.
+_TOML_KINDS = {"str": "string", "int": "integer", "bool": "boolean", "object": "table"}
+# What an expected kind is called, when not by its name.
+_EXPECTED = {"object": "a table", "array": "an array", "float": "a number"}
+_MESSAGE = re.compile(r"(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?")
+_STEP = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")
+_FIELD = re.compile(r"Object (missing required|contains unknown) field `(\w+)`")
+_WRONG_KIND = re.compile(r"Expected `([^`|]+)(?: \| null)?`, got `([^`]+)`")
+_TOO_SMALL = re.compile(r"Expected `\w+` >= (\S+)")
 
 
-def _tier_of(entry: Mapping[str, Any], where: str, tiers: Mapping[str, tuple[str, ...]]) -> str:
-    if "tier" not in entry:
-        raise ConfigError(f"{where}.tier: missing")
-    tier = _typed(entry, "tier", f"{where}.tier", str, "")
-    if tier not in tiers:
-        raise ConfigError(f"{where}.tier: unknown tier {tier!r}")
-    return tier
+def _explain(message: str, raw: Mapping[str, Any]) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.billhook.max_body_bytes`", about `raw`,
+    as "billhook.max_body_bytes: must be at least 1, got 0"."""
+    found = _MESSAGE.fullmatch(message)
+    assert found is not None  # the pattern matches any text
+    problem = found["problem"]
+    key, value, kind = _locate(found["path"] or "", raw)
+    if m := _FIELD.fullmatch(problem):
+        key = f"{key}.{m[2]}" if key else m[2]
+        return f"{key}: {'missing' if m[1] == 'missing required' else 'unknown key'}"
+    if m := _WRONG_KIND.fullmatch(problem):
+        wanted = _EXPECTED.get(m[1], m[1])
+        if m[1] == "array" and _bare(get_args(kind)[0]) in (str, Secret):
+            wanted = "an array of strings"
+        detail = f"expected {wanted}, got {_TOML_KINDS.get(m[2], m[2])}"
+    elif m := _TOO_SMALL.fullmatch(problem):
+        detail = f"must be at least {float(m[1]):g}, got {value}"
+    elif problem.startswith("Invalid enum value"):
+        detail = f"expected one of {', '.join(map(repr, get_args(kind)))}, got {value!r}"
+    elif "matching regex" in problem:
+        detail = "must not be empty"
+    else:
+        detail = problem
+    return f"{key}: {detail}"
 
 
-def _price(
-    entry: Mapping[str, Any], where: str, tiers: Mapping[str, tuple[str, ...]]
-) -> PriceMapping:
-    _only(entry, where, {"tier", "interval", "min_seats", "max_seats"})
-    if "interval" not in entry:
-        raise ConfigError(f"{where}.interval: missing")
-    low, high = (
-        _positive_int(entry, key, f"{where}.{key}", 1) if key in entry else None
-        for key in ("min_seats", "max_seats")
-    )
-    if low is not None and high is not None and high < low:
-        raise ConfigError(f"{where}.max_seats: must be at least min_seats ({low}), got {high}")
-    return PriceMapping(
-        tier=_tier_of(entry, where, tiers),
-        interval=_choice(entry, "interval", f"{where}.interval", INTERVALS, "month"),
-        min_seats=low,
-        max_seats=high,
-    )
+def _locate(path: str, raw: Mapping[str, Any]) -> tuple[str, Any, Any]:
+    """The dotted key, the value and the type at msgspec's `path` into the file.
+
+    msgspec writes an entry of a table with free keys (a price map) as `[...]`:
+    it is found again as the first entry that does not convert.
+    """
+    key, value, kind = "", cast(Any, raw), _bare(_File)
+    for name, index in _STEP.findall(path):
+        if name:
+            kind = {f.name: f.type for f in msgspec.structs.fields(kind)}[name]
+            value = value.get(name)
+            key = f"{key}.{name}" if key else name
+        elif index == "...":
+            kind = get_args(kind)[1]
+            ident, value = next((k, v) for k, v in value.items() if not _converts(v, kind))
+            key = f"{key}.{ident}"
+        else:
+            kind = get_args(kind)[0]
+            value = value[int(index)]
+            key = f"{key}[{index}]"
+        kind = _bare(kind)
+    return key, value, kind
 
 
-def _product(
-    entry: Mapping[str, Any], where: str, tiers: Mapping[str, tuple[str, ...]]
-) -> ProductMapping:
-    _only(entry, where, {"tier", "interval"})
-    interval = None
-    if "interval" in entry:
-        interval = _choice(entry, "interval", f"{where}.interval", INTERVALS, "month")
-    return ProductMapping(tier=_tier_of(entry, where, tiers), interval=interval)
+def _bare(kind: Any) -> Any:
+    """`X` of `Annotated[X, ...]` and of `X | None`."""
+    while get_origin(kind) in (Annotated, Union, types.UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    return kind
+
+
+def _converts(value: object, kind: Any) -> bool:
+    try:
+        msgspec.convert(value, kind, dec_hook=_from_string)
+    except msgspec.ValidationError:
+        return False
+    return True

@@ -25,7 +25,9 @@ from typing import IO
 import httpx
 
 from billhook.log.sqlite import EventLog
-from tests.support import STRIPE_SECRET, free_port, stripe_event_body, stripe_headers
+from billhook.testing.servers import free_port
+from billhook.testing.settings import write_config
+from billhook.testing.stripe import STRIPE_SECRET, stripe_event_body, stripe_headers
 
 # The project root: the subprocess imports `worker` from here.
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,16 +77,6 @@ class Ledger:
     def ack_count(self) -> int:
         with self.lock:
             return len(self.acked)
-
-
-def _write_config(tmp_path: Path) -> Path:
-    config = tmp_path / "billhook.toml"
-    data_dir = tmp_path / "data"
-    config.write_text(
-        f"[billhook]\ndata_dir = {json.dumps(str(data_dir))}\n\n"
-        f"[stripe]\nwebhook_secrets = [{json.dumps(STRIPE_SECRET)}]\n"
-    )
-    return config
 
 
 def _start_server(config: Path, port: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
@@ -175,7 +167,7 @@ def _logged(events_db: Path) -> dict[str, tuple[int, str]]:
 
 
 def test_acked_events_survive_sigkill_under_load(tmp_path: Path) -> None:
-    config = _write_config(tmp_path)
+    config = write_config(tmp_path)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     server_log = tmp_path / "server.log"

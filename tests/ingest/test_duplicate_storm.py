@@ -18,14 +18,8 @@ import httpx
 import pytest
 
 from billhook.log.sqlite import EventLog
-from tests.support import (
-    POLAR_SECRET,
-    STRIPE_SECRET,
-    polar_event_body,
-    polar_headers,
-    stripe_event_body,
-    stripe_headers,
-)
+from billhook.testing.polar import POLAR_SECRET, polar_event_body, polar_headers
+from billhook.testing.stripe import STRIPE_SECRET, stripe_event_body, stripe_headers
 
 # Deliveries of the one event, all in flight together.
 STORM = 50

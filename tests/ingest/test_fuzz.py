@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 
 from billhook.api.app import create_app
 from billhook.log.sqlite import EventLog
+from billhook.testing.polar import polar_headers
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import make_settings
+from billhook.testing.stripe import stripe_headers
 from tests.contract import Contract, contract_hook
-from tests.support import make_settings, polar_headers, serve_in_thread, stripe_headers
 
 # Header bytes HTTP/1.1 allows in a value: visible ASCII, inner space and tab, obs-text.
 HEADER_BYTES = st.binary(max_size=120).map(

@@ -15,18 +15,16 @@ import pytest
 from billhook.api.app import create_app
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
-from tests.contract import contract_client
-from tests.support import (
+from billhook.testing.polar import (
     POLAR_LEGACY_SECRET,
     POLAR_SECRET,
-    STRIPE_SECRET,
-    make_settings,
     polar_event_body,
     polar_headers,
-    serve_in_thread,
-    stripe_event_body,
-    stripe_headers,
 )
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import make_settings
+from billhook.testing.stripe import STRIPE_SECRET, stripe_event_body, stripe_headers
+from tests.contract import contract_client
 
 NOW = 1_800_000_000
 TOLERANCE = 300

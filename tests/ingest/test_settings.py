@@ -97,7 +97,7 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
         ),
         (
             {"billhook": {"attention_grace_hours": -1}},
-            "billhook.attention_grace_hours: must be zero",
+            "billhook.attention_grace_hours: must be at least 0, got -1",
         ),
         (
             {"billhook": {"attention_grace_hours": "2"}},
@@ -139,6 +139,23 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
         (
             {"stripe": {"prices": {"price_1": {"tier": "team"}}}},
             "stripe.prices.price_1.interval: missing",
+        ),
+        (
+            {
+                "stripe": {
+                    "prices": {
+                        "price_ok": {"tier": "team", "interval": "month"},
+                        "price_bad": {"tier": "team", "interval": "month", "min_seats": 2.5},
+                    }
+                }
+            },
+            "stripe.prices.price_bad.min_seats: expected int, got float",
+        ),
+        ({"tiers": {"solo": ["reads", " "]}}, "tiers.solo[1]: must not be empty"),
+        (
+            {"polar": {"products": {"p1": {"tier": "team", "interval": "fortnight"}}}},
+            "polar.products.p1.interval: expected one of 'day', 'week', 'month', 'year', "
+            "got 'fortnight'",
         ),
         ({"stripe": {"prices": {"price_1": "team"}}}, "stripe.prices.price_1: expected a table"),
         (
@@ -187,7 +204,7 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
             "stripe.webhook_secrets: expected an array of strings",
         ),
         ({"stripe": {"webhook_secrets": [""]}}, "stripe.webhook_secrets: empty secret"),
-        ({"auth": {"api_tokens": [1]}}, "auth.api_tokens: expected an array of strings"),
+        ({"auth": {"api_tokens": [1]}}, "auth.api_tokens[0]: expected str, got integer"),
         ({"auth": {"tokens": []}}, "auth.tokens: unknown key"),
         ({"redis": {"url": 6379}}, "redis.url: expected str"),
     ],

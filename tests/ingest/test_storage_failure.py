@@ -21,19 +21,12 @@ import pytest
 from billhook.api.app import create_app
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
+from billhook.testing.polar import POLAR_LEGACY_SECRET, POLAR_SECRET
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import make_settings
+from billhook.testing.stripe import STRIPE_SECRET, stripe_event_body, stripe_headers, stripe_object
 from tests.contract import contract_client
-from tests.support import (
-    POLAR_LEGACY_SECRET,
-    POLAR_SECRET,
-    STRIPE_SECRET,
-    fill,
-    make_settings,
-    serve_in_thread,
-    stripe_event_body,
-    stripe_headers,
-    stripe_object,
-    tmpfs,
-)
+from tests.support import fill, tmpfs
 
 # Padding that makes each event need several fresh pages of the database.
 LARGE_NOTE = "n" * 16_384

@@ -14,14 +14,17 @@ from standardwebhooks import Webhook
 
 from billhook.config import Secret
 from billhook.errors import InvalidSignature
-from billhook.providers.verify import polar_signing_keys, verify_polar, verify_stripe
-from tests.support import (
+from billhook.providers.polar.webhook import polar_signing_keys, verify_polar
+from billhook.providers.stripe.webhook import verify_stripe
+from billhook.testing.polar import (
     POLAR_LEGACY_SECRET,
     POLAR_SECRET,
-    STRIPE_SECRET,
-    STRIPE_SECRET_NEXT,
     polar_event_body,
     polar_headers,
+)
+from billhook.testing.stripe import (
+    STRIPE_SECRET,
+    STRIPE_SECRET_NEXT,
     stripe_event_body,
     stripe_headers,
 )

@@ -9,49 +9,22 @@ from typing import Any
 
 import pytest
 
-from billhook.config import Settings, parse_settings
+from billhook.config import Settings
 from billhook.domain.records import EventRecord
 from billhook.domain.resolver import Entitlement, resolve
 from billhook.domain.times import iso_utc
 from billhook.log.sqlite import EventLog
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
-from billhook.providers.envelope import polar_record, stripe_record
-from tests.support import stripe_event_body
+from billhook.providers.polar.webhook import polar_record
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.settings import make_settings
+from billhook.testing.stripe import stripe_event_body
 
-PRODUCT_TEAM = "8f1e2c1a-7d4b-4c55-9a11-3e6f0b6a2c01"
-PRODUCT_ENTERPRISE = "8f1e2c1a-7d4b-4c55-9a11-3e6f0b6a2c02"
-READ_TOKEN = "read-token-0123456789"
-ADMIN_TOKEN = "admin-token-0123456789"
 # The clock every projection test reads unless it says otherwise.
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 # Stripe `created` values around NOW.
 T0 = int(NOW.timestamp()) - 3600
-
-
-def projection_settings(data_dir: Path, **core: Any) -> Settings:
-    return parse_settings(
-        {
-            "billhook": {"data_dir": str(data_dir), **core},
-            "stripe": {
-                "webhook_secrets": ["whsec_test_stripe_0123456789abcdef"],
-                "prices": {
-                    "price_team_monthly": {"tier": "team", "interval": "month"},
-                    "price_team_yearly": {"tier": "team", "interval": "year"},
-                    "price_enterprise_yearly": {"tier": "enterprise", "interval": "year"},
-                },
-            },
-            "polar": {
-                "webhook_secrets": ["polar_whs_legacyLegacyLegacy0123456789"],
-                "products": {
-                    PRODUCT_TEAM: {"tier": "team", "interval": "month"},
-                    PRODUCT_ENTERPRISE: {"tier": "enterprise"},
-                },
-            },
-            "auth": {"api_tokens": [READ_TOKEN], "admin_tokens": [ADMIN_TOKEN]},
-        },
-        environ={},
-    )
 
 
 class Feed:
@@ -100,7 +73,7 @@ class Feed:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return projection_settings(tmp_path / "data")
+    return make_settings(tmp_path / "data")
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ from billhook.errors import StoreUnavailable
 from billhook.projections import applier
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
-from billhook.providers.envelope import stripe_record
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
 from tests.projections.conftest import T0, Feed
-from tests.stripe_payloads import stripe_subscription
-from tests.support import stripe_event_body
 
 
 def _subscription_event(sub_id: str, workspace: str) -> str:

@@ -33,23 +33,27 @@ from billhook.projections.projector import catch_up
 from billhook.projections.rebuild import rebuild
 from billhook.projections.store import ProjectionStore
 from billhook.providers.decode import decode as real_decode
-from billhook.providers.envelope import polar_record, stripe_record
-from tests.contract import contract_client
-from tests.polar_payloads import polar_customer, polar_event, polar_subscription
-from tests.projections.conftest import ADMIN_TOKEN, PRODUCT_TEAM, READ_TOKEN, T0, Feed
-from tests.stripe_payloads import (
+from billhook.providers.polar.webhook import polar_record
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.polar import (
+    POLAR_LEGACY_SECRET,
+    polar_customer,
+    polar_event,
+    polar_headers,
+    polar_subscription,
+)
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import ADMIN_TOKEN, PRODUCT_TEAM, READ_TOKEN
+from billhook.testing.stripe import (
     STRIPE_PII,
     stripe_checkout_session,
     stripe_customer,
-    stripe_subscription,
-)
-from tests.support import (
-    POLAR_LEGACY_SECRET,
-    polar_headers,
-    serve_in_thread,
     stripe_event_body,
     stripe_headers,
+    stripe_subscription,
 )
+from tests.contract import contract_client
+from tests.projections.conftest import T0, Feed
 
 # A marker planted in every malformed value: no reason may contain it.
 MARK = "planted7f3a"

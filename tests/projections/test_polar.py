@@ -8,13 +8,14 @@ import pytest
 from polar.base import deserialize
 from polar.v2026_04.webhooks import WebhookPayload
 
-from tests.polar_payloads import (
+from billhook.testing.polar import (
     polar_customer,
     polar_customer_state,
     polar_event,
     polar_subscription,
 )
-from tests.projections.conftest import PRODUCT_ENTERPRISE, PRODUCT_TEAM, Feed
+from billhook.testing.settings import PRODUCT_ENTERPRISE, PRODUCT_TEAM
+from tests.projections.conftest import Feed
 
 CUSTOMER = "0b6c3f9e-1d2a-4e5b-8c7d-6f5e4d3c2b1a"
 

@@ -13,9 +13,8 @@ from billhook.domain.facts import SubscriptionFact
 from billhook.domain.records import StoredEvent
 from billhook.domain.reducers import merge_subscription
 from billhook.providers.decode import decode
-from billhook.providers.envelope import stripe_record
-from tests.stripe_payloads import stripe_subscription
-from tests.support import stripe_event_body
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
 
 T0 = 1_795_000_000
 TYPES = {

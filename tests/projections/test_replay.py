@@ -9,9 +9,9 @@ from pathlib import Path
 from billhook.config import Settings
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
-from billhook.providers.decode import OVERRIDE_REVOKED, OVERRIDE_SET
+from billhook.providers.billhook import OVERRIDE_REVOKED, OVERRIDE_SET
+from billhook.testing.stripe import stripe_checkout_session, stripe_customer, stripe_subscription
 from tests.projections.conftest import T0, Feed
-from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
 
 STATUSES = ["trialing", "active", "past_due", "unpaid", "incomplete", "canceled"]
 

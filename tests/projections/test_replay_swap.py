@@ -26,10 +26,10 @@ from billhook.projections.projector import catch_up
 from billhook.projections.rebuild import rebuild, swap_in
 from billhook.projections.store import ProjectionStore
 from billhook.providers.decode import PROJECTED_TYPES
-from billhook.providers.envelope import stripe_record
-from tests.projections.conftest import T0, projection_settings
-from tests.stripe_payloads import stripe_subscription
-from tests.support import stripe_event_body
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.settings import make_settings
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
+from tests.projections.conftest import T0
 
 STATUSES = ["trialing", "active", "past_due", "canceled"]
 
@@ -119,7 +119,7 @@ STEPS = st.lists(st.tuples(ACTIONS, st.integers(min_value=1, max_value=7)), max_
 def _run(steps: Sequence[tuple[str, int]], seed: int) -> None:
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
-        world = World(directory, projection_settings(directory / "data"), _records(40, seed))
+        world = World(directory, make_settings(directory / "data"), _records(40, seed))
         try:
             for action, size in steps:
                 world.step(action, size)
@@ -172,7 +172,7 @@ def test_a_batch_that_does_not_follow_the_stored_checkpoint_is_read_again(
     tmp_path: Path,
 ) -> None:
     """Whatever moved the checkpoint back, the projector re-applies from the stored one."""
-    settings_ = projection_settings(tmp_path / "data")
+    settings_ = make_settings(tmp_path / "data")
     log = EventLog(settings_.events_path)
     live = ProjectionStore(settings_.projections_path, settings_)
     older = ProjectionStore(tmp_path / "older.db", settings_)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from billhook.providers.decode import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
-from tests.projections.conftest import NOW, T0, Feed, projection_settings
-from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
+from billhook.providers.billhook import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
+from billhook.testing.settings import make_settings
+from billhook.testing.stripe import stripe_checkout_session, stripe_customer, stripe_subscription
+from tests.projections.conftest import NOW, T0, Feed
 
 WS = {"workspace_id": "ws_1"}
 TEAM_FEATURES = {"external_imports", "ai_imports", "team_sharing", "private_registry"}
@@ -279,7 +280,7 @@ def test_enforcement_set_by_an_operator_event(feed: Feed) -> None:
 
 
 def test_attention_grace_period_with_an_injected_clock(tmp_path: Path) -> None:
-    feed = Feed(projection_settings(tmp_path / "data", attention_grace_hours=24))
+    feed = Feed(make_settings(tmp_path / "data", attention_grace_hours=24))
     try:
         feed.stripe("customer.subscription.created", stripe_subscription(metadata=WS), created=T0)
         feed.stripe(

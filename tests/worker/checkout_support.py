@@ -22,37 +22,51 @@ import pytest
 from stripe._http_client import HTTPClient
 
 from billhook.api.app import create_app
-from billhook.config import Settings, parse_settings
+from billhook.config import Settings
 from billhook.domain.records import StoredEvent
 from billhook.log.sqlite import EventLog
 from billhook.providers import clients as providers
-from tests.fakes.polar_api import PolarState, polar_fake, polar_product
-from tests.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
-from tests.polar_payloads import polar_event
-from tests.stripe_payloads import stripe_customer, stripe_subscription
-from tests.support import (
-    POLAR_SECRET,
-    STRIPE_SECRET,
-    polar_headers,
-    serve_in_thread,
+from billhook.testing.fakes.polar_api import PolarState, polar_fake, polar_product
+from billhook.testing.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
+from billhook.testing.polar import polar_event, polar_headers
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import (
+    PRODUCT_TEAM,
+    READ_TOKEN,
+    SECRETS,
+    make_settings,
+    provider_apis,
+)
+from billhook.testing.stripe import (
+    stripe_customer,
     stripe_event_body,
     stripe_headers,
+    stripe_subscription,
 )
 
-# Distinctive credentials, so a leak into an answer or the log is easy to spot.
-STRIPE_KEY = "sk_test_checkoutKey83Jd0SecretStripe"
-POLAR_TOKEN = "polar_oat_checkoutToken5Lk9SecretPolar"
-READ_TOKEN = "read-token-checkout-0123456789"
-ADMIN_TOKEN = "admin-token-checkout-0123456789"
-SECRETS = (STRIPE_KEY, POLAR_TOKEN, STRIPE_SECRET, POLAR_SECRET, READ_TOKEN, ADMIN_TOKEN)
 # Polar products: seat-based monthly team, fixed-price yearly team, and one whose
 # mapping leaves the interval to Polar's API (it bills monthly).
-PRODUCT_SEATS = "8f1e2c1a-7d4b-4c55-9a11-3e6f0b6a2c01"
+PRODUCT_SEATS = PRODUCT_TEAM
 PRODUCT_YEARLY = "3c2b1a09-8f7e-4d6c-9b5a-4e3d2c1b0a99"
 PRODUCT_UNSET = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
+PRODUCTS = {
+    PRODUCT_SEATS: {"tier": "team", "interval": "month"},
+    PRODUCT_YEARLY: {"tier": "team", "interval": "year"},
+    PRODUCT_UNSET: {"tier": "enterprise"},
+}
 # Seat bounds of the monthly Stripe price.
 STRIPE_MIN_SEATS = 2
 STRIPE_MAX_SEATS = 50
+# What the shop sells on Stripe: team, monthly (seats bounded) or yearly.
+PRICES = {
+    "price_team_monthly": {
+        "tier": "team",
+        "interval": "month",
+        "min_seats": STRIPE_MIN_SEATS,
+        "max_seats": STRIPE_MAX_SEATS,
+    },
+    "price_team_yearly": {"tier": "team", "interval": "year"},
+}
 # The app's clock, and the fakes' (the provider's objects are made an hour before).
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 NOW_S = int(NOW.timestamp())
@@ -82,38 +96,13 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def shop_settings(data_dir: Path, *, stripe_url: str, polar_url: str, configured: bool) -> Settings:
-    stripe: dict[str, Any] = {
-        "webhook_secrets": [STRIPE_SECRET],
-        "api_base": stripe_url,
-        "prices": {
-            "price_team_monthly": {
-                "tier": "team",
-                "interval": "month",
-                "min_seats": STRIPE_MIN_SEATS,
-                "max_seats": STRIPE_MAX_SEATS,
-            },
-            "price_team_yearly": {"tier": "team", "interval": "year"},
-        },
-    }
-    polar: dict[str, Any] = {
-        "webhook_secrets": [POLAR_SECRET],
-        "server_url": polar_url,
-        "products": {
-            PRODUCT_SEATS: {"tier": "team", "interval": "month"},
-            PRODUCT_YEARLY: {"tier": "team", "interval": "year"},
-            PRODUCT_UNSET: {"tier": "enterprise"},
-        },
-    }
-    if configured:
-        stripe["api_key"] = STRIPE_KEY
-        polar["access_token"] = POLAR_TOKEN
-    raw = {
-        "billhook": {"data_dir": str(data_dir)},
-        "stripe": stripe,
-        "polar": polar,
-        "auth": {"api_tokens": [READ_TOKEN], "admin_tokens": [ADMIN_TOKEN]},
-    }
-    return parse_settings(raw, environ={})
+    """Both provider APIs at the fakes' URLs, with their credentials when `configured`."""
+    stripe, polar = provider_apis(
+        stripe_url, polar_url, stripe_key=configured, polar_token=configured
+    )
+    return make_settings(
+        data_dir, stripe={**stripe, "prices": PRICES}, polar={**polar, "products": PRODUCTS}
+    )
 
 
 @dataclass
@@ -144,10 +133,14 @@ class Shop:
         body = {k: v for k, v in body.items() if v is not None}
         return self.client.post(f"/v1/workspaces/{workspace}/portal", json=body)
 
-    def deliver_stripe(self, event_type: str, obj: dict[str, Any], *, created: int) -> int:
-        body = stripe_event_body(event_type, obj=obj, created=created)
+    def deliver_stripe(
+        self, event_type: str, obj: dict[str, Any], *, created: int, event_id: str | None = None
+    ) -> int:
+        """Deliver a signed Stripe event (accepted: a new one); its seq, once projected."""
+        body = stripe_event_body(event_type, obj=obj, created=created, event_id=event_id)
         response = self.client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
         assert response.status_code == 200, response.text
+        assert response.json()["status"] == "accepted"
         return self.projected(int(response.json()["seq"]))
 
     def deliver_polar(self, event_type: str, data: dict[str, Any]) -> int:
@@ -179,13 +172,13 @@ class Shop:
 
 def start_shop(stack: ExitStack, tmp_path: Path, *, configured: bool = True) -> Shop:
     """Start both fakes and billhook; `configured=False` leaves out both API credentials."""
-    stripe = StripeState(api_keys={STRIPE_KEY}, clock=lambda: T0)
+    stripe = StripeState(clock=lambda: T0)
     stripe.add(
         stripe_product(id="prod_team"),
         stripe_price(id="price_team_monthly"),
         stripe_price(id="price_team_yearly", interval="year", unit_amount=15000),
     )
-    polar = PolarState(access_tokens={POLAR_TOKEN}, clock=lambda: T0)
+    polar = PolarState(clock=lambda: T0)
     polar.add_product(
         polar_product(id=PRODUCT_SEATS, seat_based=True),
         polar_product(id=PRODUCT_YEARLY, recurring_interval="year"),

@@ -13,17 +13,15 @@ import json
 import os
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -34,27 +32,31 @@ from billhook.config import Settings, load_settings
 from billhook.log.sqlite import EventLog
 from billhook.projections.rebuild import rebuild
 from billhook.projections.store import ProjectionStore
+from billhook.testing.servers import (
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    RedisServer,
+    free_port,
+    redis_answers,
+    redis_client,
+    wait_until,
+)
+from billhook.testing.settings import READ_TOKEN
+from billhook.testing.stripe import (
+    stripe_event_body,
+    stripe_headers,
+    stripe_subscription,
+)
 from tests.contract import contract_client
-from tests.stripe_payloads import stripe_subscription
-from tests.support import STRIPE_SECRET, free_port, stripe_event_body, stripe_headers
 from tests.worker.checkout_support import Shop, ShopFactory, no_backoff, start_shop
-
-T = TypeVar("T")
 
 # The project root: subprocesses import `worker` from here.
 ROOT = Path(__file__).resolve().parents[2]
 # Where tests look for Redis when BILLHOOK_TEST_REDIS_URL is unset; never db 0.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
-# The db a redis-server started by the tests is used through.
-STARTED_REDIS_DB = 15
-READ_TOKEN = "read-token-worker-tests-0123456789"
-# Upper bounds on every wait, so a broken process fails a test instead of hanging it.
-START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 15.0
+# Upper bounds on the waits of their own, so a broken process fails a test instead of hanging it.
 PROJECTED_TIMEOUT_S = 20.0
 CLI_TIMEOUT_S = 60.0
-# How often a poll looks again.
-POLL_S = 0.05
 # Environment variables that would override the config a test writes.
 _CONFIG_ENV_PREFIXES = ("BILLHOOK_", "STRIPE_", "POLAR_")
 # Subscription events all start here (Stripe `created`, Unix seconds).
@@ -70,62 +72,11 @@ FINALS: dict[str, tuple[str, str, tuple[str, str]]] = {
 # -- Redis --------------------------------------------------------------------------------
 
 
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with redis_client(url) as client:
-            return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
 def _unavailable(reason: str) -> None:
     """No Redis: a failure under CI (like dramatiq's suite), a skip on a laptop."""
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-class RedisServer:
-    """A `redis-server` of the tests' own: no persistence, stoppable and restartable."""
-
-    def __init__(self, binary: str, port: int, directory: Path) -> None:
-        self.binary = binary
-        self.port = port
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def url(self, db: int = STARTED_REDIS_DB) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def start(self) -> None:
-        command = [self.binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
-        command += ["--port", str(self.port), "--dir", str(self.directory)]
-        with (self.directory / "redis.log").open("ab") as out:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-            )
-        process = self.process
-        wait_until(
-            lambda: _answers(self.url()) or _exited(process),
-            START_TIMEOUT_S,
-            "redis-server to answer PING",
-        )
-        if process.poll() is not None:
-            log = (self.directory / "redis.log").read_text()[-1000:]
-            raise AssertionError(f"redis-server exited with {process.returncode}:\n{log}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
-
-
-def _exited(process: subprocess.Popen[bytes]) -> bool:
-    return process.poll() is not None
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +87,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         db = int(client.connection_pool.connection_kwargs.get("db", 0))
     if db == 0:
         pytest.fail("BILLHOOK_TEST_REDIS_URL must name a Redis db other than 0 (tests flush it)")
-    if _answers(url):
+    if redis_answers(url):
         yield url
         return
     binary = shutil.which("redis-server")
@@ -176,44 +127,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-# -- polling --------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(POLL_S)
-
-
 # -- a deployment: config, data dir, processes ------------------------------------------------
-
-
-def write_config(directory: Path, *, redis_url: str | None) -> Path:
-    """A billhook.toml with a data dir, the Stripe secret, a price map and a read token."""
-    lines = [
-        "[billhook]",
-        f"data_dir = {json.dumps(str(directory / 'data'))}",
-        "",
-        "[stripe]",
-        f"webhook_secrets = [{json.dumps(STRIPE_SECRET)}]",
-        "[stripe.prices]",
-        'price_team_monthly = { tier = "team", interval = "month" }',
-        "",
-        "[auth]",
-        f"api_tokens = [{json.dumps(READ_TOKEN)}]",
-        "",
-    ]
-    if redis_url is not None:
-        lines += ["[redis]", f"url = {json.dumps(redis_url)}", ""]
-    path = directory / "billhook.toml"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def settings_of(config: Path) -> Settings:
@@ -224,18 +138,6 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CONFIG_ENV_PREFIXES)}
     env.update(extra or {})
     return env
-
-
-def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    """Signal `process` (SIGKILL when it does not stop in time); its return code."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-    return process.returncode
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -25,13 +24,12 @@ from schemathesis.generation.modes import GenerationMode
 
 from billhook.api.app import create_app
 from billhook.api.openapi import openapi_document
-from billhook.config import ENFORCEMENT_MODES, SEAT_ACTION, Settings, parse_settings
+from billhook.config import ENFORCEMENT_MODES, SEAT_ACTION, Settings
 from billhook.log.sqlite import EventLog
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import ADMIN_TOKEN, READ_TOKEN, make_settings
 from tests.contract import Contract, contract_hook
-from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread
 
-READ_TOKEN = "read-token-fuzz-0123456789"
-ADMIN_TOKEN = "admin-token-fuzz-0123456789"
 # Generated cases per operation and token: ~17 operations x 3 tokens stay within ~40 s.
 EXAMPLES = 20
 # The only 5xx the fuzzed setup may answer, per error code: no provider API is configured.
@@ -42,13 +40,10 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def fuzz_settings(data_dir: Path) -> Settings:
-    raw: dict[str, Any] = {
-        "billhook": {"data_dir": str(data_dir), "max_body_bytes": 4096},
-        "stripe": {"webhook_secrets": [STRIPE_SECRET]},
-        "polar": {"webhook_secrets": [POLAR_SECRET]},
-        "auth": {"api_tokens": [READ_TOKEN], "admin_tokens": [ADMIN_TOKEN]},
-    }
-    return parse_settings(raw, environ={})
+    """The fuzzed deployment: bodies capped at 4 KiB, no prices or products mapped."""
+    return make_settings(
+        data_dir, max_body_bytes=4096, stripe={"prices": {}}, polar={"products": {}}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ fakes, pointed at them by `[stripe] api_base` and `[polar] server_url`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,9 +22,22 @@ from billhook.sync.preflight import (
     stripe_price_check,
     tier_pricing,
 )
-from tests.fakes.polar_api import DEFAULT_ACCESS_TOKEN, PolarState, polar_fake, polar_product
-from tests.fakes.stripe_api import DEFAULT_API_KEY, StripeState, stripe_fake, stripe_price
-from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread
+from billhook.testing.fakes.polar_api import (
+    DEFAULT_ACCESS_TOKEN,
+    PolarState,
+    polar_fake,
+    polar_product,
+)
+from billhook.testing.fakes.stripe_api import (
+    DEFAULT_API_KEY,
+    StripeState,
+    stripe_fake,
+    stripe_price,
+)
+from billhook.testing.polar import POLAR_SECRET
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import write_config
+from billhook.testing.stripe import STRIPE_SECRET
 
 LIVE_KEY = "sk_live_fake_0123456789"
 TEAM_MONTHLY = "6b0f6a34-3f2e-4a51-9c1d-1a2b3c4d5e01"
@@ -89,7 +101,7 @@ def urls(stripe_state: StripeState, polar_state: PolarState) -> Iterator[tuple[s
 
 @dataclass
 class Deployment:
-    """A config file's contents; `write` renders it as TOML."""
+    """A config file's contents; `write` writes it as billhook.toml."""
 
     stripe_url: str
     polar_url: str
@@ -102,31 +114,23 @@ class Deployment:
     products: dict[str, tuple[str, str | None]] = field(default_factory=lambda: dict(GOOD_PRODUCTS))
 
     def write(self, directory: Path) -> Path:
-        def mapping(tier: str, interval: str | None) -> str:
-            fields = {"tier": tier} | ({"interval": interval} if interval else {})
-            return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items()) + " }"
+        def mapping(tier: str, interval: str | None) -> dict[str, str]:
+            return {"tier": tier} | ({"interval": interval} if interval else {})
 
-        lines = [
-            "[billhook]",
-            f"mode = {json.dumps(self.mode)}",
-            f"data_dir = {json.dumps(str(directory / 'data'))}",
-            "[stripe]",
-            f"webhook_secrets = {json.dumps(self.stripe_secrets)}",
-            f"api_key = {json.dumps(self.api_key)}",
-            f"api_base = {json.dumps(self.stripe_url)}",
-            "[stripe.prices]",
-            *(f"{json.dumps(p)} = {mapping(*m)}" for p, m in self.prices.items()),
-            "[polar]",
-            f"webhook_secrets = {json.dumps(self.polar_secrets)}",
-            f"access_token = {json.dumps(DEFAULT_ACCESS_TOKEN)}",
-            f"server = {json.dumps(self.server)}",
-            f"server_url = {json.dumps(self.polar_url)}",
-            "[polar.products]",
-            *(f"{json.dumps(p)} = {mapping(*m)}" for p, m in self.products.items()),
-        ]
-        path = directory / "billhook.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        stripe = {
+            "webhook_secrets": self.stripe_secrets,
+            "api_key": self.api_key,
+            "api_base": self.stripe_url,
+            "prices": {price: mapping(*m) for price, m in self.prices.items()},
+        }
+        polar = {
+            "webhook_secrets": self.polar_secrets,
+            "access_token": DEFAULT_ACCESS_TOKEN,
+            "server": self.server,
+            "server_url": self.polar_url,
+            "products": {product: mapping(*m) for product, m in self.products.items()},
+        }
+        return write_config(directory, stripe=stripe, polar=polar, auth=None, mode=self.mode)
 
 
 @pytest.fixture

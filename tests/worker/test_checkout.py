@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from billhook.providers.decode import CHECKOUT_STARTED, PORTAL_OPENED
-from billhook.providers.sessions import IDEMPOTENCY_PREFIX
-from tests.fakes import Failure
-from tests.polar_payloads import polar_subscription
-from tests.stripe_payloads import stripe_checkout_session, stripe_customer
+from billhook.providers.billhook import CHECKOUT_STARTED, PORTAL_OPENED
+from billhook.providers.stripe.sessions import IDEMPOTENCY_PREFIX
+from billhook.testing.fakes import Failure
+from billhook.testing.polar import polar_subscription
+from billhook.testing.settings import ADMIN_TOKEN
+from billhook.testing.stripe import stripe_checkout_session, stripe_customer
 from tests.worker.checkout_support import (
-    ADMIN_TOKEN,
     CANCEL,
     CHECKOUT_PATH,
     POLAR_CHECKOUT_PATH,

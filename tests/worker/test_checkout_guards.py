@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from billhook.providers.decode import CHECKOUT_STARTED, PORTAL_OPENED
-from tests.fakes import Failure
-from tests.polar_payloads import polar_subscription
+from billhook.providers.billhook import CHECKOUT_STARTED, PORTAL_OPENED
+from billhook.testing.fakes import Failure
+from billhook.testing.polar import polar_subscription
 from tests.worker.checkout_support import (
     CHECKOUT_PATH,
     POLAR_CHECKOUT_PATH,

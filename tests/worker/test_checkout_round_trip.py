@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from billhook.providers.decode import CHECKOUT_STARTED, PORTAL_OPENED, RECONCILED
+from billhook.providers.billhook import CHECKOUT_STARTED, PORTAL_OPENED, RECONCILED
 from tests.worker.checkout_support import NOW_S, T0, Shop
 
 

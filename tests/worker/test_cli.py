@@ -213,6 +213,10 @@ PILOT = ["override", "set", "ws_1", "--kind", "manual_pilot", "--reason", "r", "
             "Error: field expires_at must be an ISO 8601 time",
         ),
         (
+            [*PILOT, "--tier", "team", "--expires-at", "2026-01-01T00:00:00Z"],
+            "Error: field expires_at must be in the future",
+        ),
+        (
             ["entitlements", "ws_1", "--as-of", "last week"],
             "Error: as_of must be a seq or an ISO 8601 time",
         ),
@@ -223,3 +227,28 @@ def test_operator_errors_are_one_line(config: Path, args: list[str], message: st
     code, out = _run(*args, "--config", str(config))
     assert code == 1
     assert out.strip() == message
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`billhook events list | head -2`: status 0 or 141, nothing on stderr."""
+    config = tmp_path / "billhook.toml"
+    config.write_text(f'[billhook]\ndata_dir = "{tmp_path / "data"}"\n')
+    log = EventLog(tmp_path / "data" / "events.db")
+    log.append_batch(
+        [EventRecord("stripe", f"evt_{n}", "invoice.paid", 0, None, "{}") for n in range(20_000)]
+    )
+    log.close()
+    shell = subprocess.run(
+        f"{sys.executable} -m billhook events list --config {config} | head -2; "
+        'exit "${PIPESTATUS[0]}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shell.returncode in (0, 141), shell.stderr
+    assert shell.stderr == ""
+    assert shell.stdout.splitlines()[0].startswith("seq\tprovider")
+    assert len(shell.stdout.splitlines()) == 2

@@ -14,11 +14,11 @@ import pytest
 from billhook.log.sqlite import EventLog
 from billhook.projections import applier
 from billhook.projections.store import ProjectionStore
-from billhook.providers.envelope import stripe_record
+from billhook.providers.stripe.webhook import stripe_record
 from billhook.runners.embedded import EmbeddedProjector
-from tests.projections.conftest import T0, projection_settings
-from tests.stripe_payloads import stripe_subscription
-from tests.support import stripe_event_body
+from billhook.testing.settings import make_settings
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
+from tests.projections.conftest import T0
 
 # Upper bound on waiting for the projector; it retries every 0.05 s here.
 WAIT_S = 10.0
@@ -28,7 +28,7 @@ def _run_until_projected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> tuple[ProjectionStore, int, int]:
     """Apply one event whose history fails twice with `failure`; (store, seq, failures)."""
-    settings = projection_settings(tmp_path / "data")
+    settings = make_settings(tmp_path / "data")
     log = EventLog(settings.events_path)
     store = ProjectionStore(settings.projections_path, settings)
     real = applier._record_history

@@ -26,16 +26,11 @@ from billhook.api.app import BodyDeadline, create_app
 from billhook.api.errors import RequestTimeout
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
+from billhook.testing.servers import serve_in_thread, wait_until
+from billhook.testing.settings import READ_TOKEN, write_config
+from billhook.testing.stripe import stripe_event_body
 from tests.contract import contract_client
-from tests.support import POLAR_SECRET, serve_in_thread, stripe_event_body
-from tests.worker.conftest import (
-    READ_TOKEN,
-    Processes,
-    Server,
-    deliver,
-    wait_until,
-    write_config,
-)
+from tests.worker.conftest import Processes, Server, deliver
 
 # `request_timeout_s` of the server that cuts slow clients.
 BOUND_S = 1
@@ -60,19 +55,10 @@ PATH_VALUES = {"workspace_id": "ws_1", "kind": "manual_pilot"}
 FOREIGN_HOST = "evil.example"
 
 
-def hardened_config(directory: Path, **core: int) -> Path:
-    """The worker tests' config with extra `[billhook]` keys, and Polar configured too."""
-    path = write_config(directory, redis_url=None)
-    extra = "".join(f"{key} = {value}\n" for key, value in core.items())
-    text = path.read_text().replace("[billhook]\n", "[billhook]\n" + extra, 1)
-    path.write_text(f"{text}\n[polar]\nwebhook_secrets = [{json.dumps(POLAR_SECRET)}]\n")
-    return path
-
-
 def _serve(directory: Path, **core: int) -> Iterator[Server]:
     processes = Processes(directory)
     try:
-        yield processes.serve(hardened_config(directory, **core))
+        yield processes.serve(write_config(directory, **core))
     finally:
         processes.close()
 

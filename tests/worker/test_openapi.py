@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from billhook.api import schemas
 from billhook.api.app import create_app
 from billhook.api.openapi import SCOPE_FIELD, openapi_document
-from billhook.config import Settings
+from billhook.config import Settings, parse_settings
+from billhook.testing.servers import serve_in_thread
 from tests.contract import Contract, contract_client
-from tests.support import serve_in_thread
 
 # Methods Starlette adds by itself (HEAD beside GET), which the document does not repeat.
 IMPLICIT_METHODS = {"HEAD"}
@@ -141,3 +142,57 @@ def test_the_contract_catches_drift(drifted: str, method: str, path: str, why: s
     """An undescribed field, a 500, a wrong error code or route: the request call fails."""
     with contract_client(drifted) as client, pytest.raises(AssertionError, match=why):
         client.request(method, path)
+
+
+def _enums(node: object) -> list[list[object]]:
+    """Every `enum` of a schema, nested ones included."""
+    if isinstance(node, dict):
+        found = [node["enum"]] if "enum" in node else []
+        return found + [e for value in node.values() for e in _enums(value)]
+    if isinstance(node, list):
+        return [e for value in node for e in _enums(value)]
+    return []
+
+
+def test_tiers_and_features_are_strings_with_the_configured_examples() -> None:
+    """Issue 12: tiers and features are the operator's, so no enum closes them; the
+    configured values are the `examples` of open strings, requests and answers alike."""
+    settings = parse_settings({"tiers": {"free": ["reads"], "pro": ["sso", "ai"]}}, environ={})
+    components = openapi_document(settings)["components"]["schemas"]
+    tiers, features = ["free", "pro"], ["ai", "reads", "sso"]
+    tier = components["Entitlement"]["properties"]["tier"]
+    assert (tier["type"], tier["examples"]) == ("string", tiers)
+    for request in ("CheckoutRequest", "OverrideRequest"):
+        assert components[request]["properties"]["tier"]["examples"] == tiers
+    included = components["Features"]["properties"]["included"]["items"]
+    assert (included["type"], included["examples"]) == ("string", features)
+    action = components["CheckRequest"]["properties"]["action"]
+    assert action["examples"] == [*features, "invite_member"]
+    configured = {*tiers, *features}
+    assert [e for e in _enums(components) if configured & set(map(str, e))] == []
+
+
+def test_an_answer_naming_a_tier_added_later_keeps_its_contract(settings: Settings) -> None:
+    """A client generated before the operator added `platinum` still accepts answers naming
+    it; a field of the wrong type still breaks the contract."""
+    contract = Contract(openapi_document(settings))
+    answer = schemas.Entitlement(
+        workspace_id="ws_1",
+        tier="platinum",
+        source="manual_pilot",
+        status="active",
+        attention=None,
+        next_action="none",
+        features=schemas.Features(included=("warp_drive",), unavailable=()),
+        seats=None,
+        subscriptions=(),
+        overrides=(),
+        problems=(),
+        enforcement="observe",
+        as_of_seq=7,
+    )
+    path = "/v1/workspaces/ws_1/entitlements"
+    contract.check_answer("GET", path, 200, "application/json", schemas.encode(answer))
+    wrong = schemas.encode(answer).replace(b'"platinum"', b"5")
+    with pytest.raises(AssertionError, match="is not of type 'string'"):
+        contract.check_answer("GET", path, 200, "application/json", wrong)

@@ -27,31 +27,21 @@ from billhook.config import Settings
 from billhook.log.sqlite import EventLog
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
-from tests.stripe_payloads import stripe_subscription
-from tests.support import (
-    fill,
-    make_settings,
-    polar_event_body,
-    polar_headers,
-    serve_in_thread,
-    stripe_event_body,
-    stripe_headers,
-    tmpfs,
-)
+from billhook.testing.polar import polar_event_body, polar_headers
+from billhook.testing.servers import RedisServer, serve_in_thread, wait_until
+from billhook.testing.settings import READ_TOKEN, make_settings, write_config
+from billhook.testing.stripe import stripe_event_body, stripe_headers, stripe_subscription
+from tests.support import fill, tmpfs
 from tests.worker.conftest import (
     PROJECTED_TIMEOUT_S,
     Processes,
-    RedisServer,
     deliver_all,
     log_head,
     plan,
     settings_of,
     wait_projected,
-    wait_until,
-    write_config,
 )
 
-READ_TOKEN = "read-token-ops-tests-0123456789"
 # Padding that makes each event need several fresh pages of the database.
 LARGE_NOTE = "n" * 16_384
 # Large deliveries tried before a full disk must have refused one.
@@ -209,7 +199,7 @@ def test_readyz_names_projections_lagging_past_their_bound_until_they_catch_up(
     tmp_path: Path, redis_db: redis.Redis, redis_url: str, bounds: LagBounds, deliveries: int
 ) -> None:
     # With Redis configured the web process projects nothing: no worker runs here.
-    settings = make_settings(tmp_path / "data", sections={"redis": {"url": redis_url}})
+    settings = make_settings(tmp_path / "data", redis_url=redis_url)
     log = EventLog(settings.events_path)
     try:
         app = create_app(settings, log=log, ready_bounds=bounds)
@@ -242,7 +232,7 @@ def test_readyz_names_projections_lagging_past_their_bound_until_they_catch_up(
 def test_readyz_names_the_broker_while_redis_is_down(
     tmp_path: Path, own_redis: RedisServer
 ) -> None:
-    settings = make_settings(tmp_path / "data", sections={"redis": {"url": own_redis.url()}})
+    settings = make_settings(tmp_path / "data", redis_url=own_redis.url())
     log = EventLog(settings.events_path)
     try:
         with (
@@ -290,7 +280,7 @@ def test_signature_failures_and_redeliveries_are_counted_by_provider(
 def test_request_latency_is_counted_by_route_template_method_and_status_class(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path / "data", sections={"auth": {"api_tokens": [READ_TOKEN]}})
+    settings = make_settings(tmp_path / "data")
     log = EventLog(settings.events_path)
     auth = {"Authorization": f"Bearer {READ_TOKEN}"}
     try:

@@ -21,12 +21,12 @@ from billhook.log.sqlite import EventLog
 from billhook.projections import actions as operator
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
-from billhook.providers.envelope import polar_record, stripe_record
-from tests.polar_payloads import polar_event, polar_subscription
-from tests.stripe_payloads import stripe_subscription
-from tests.support import STRIPE_SECRET, stripe_event_body
+from billhook.providers.polar.webhook import polar_record
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.polar import polar_event, polar_subscription
+from billhook.testing.settings import PRODUCT_TEAM, write_config
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
 
-PRODUCT_TEAM = "5d6c7b8a-1e2f-4a3b-9c4d-0e1f2a3b4c01"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 # Expiry times still ahead whenever the suite runs (the CLI reads the real clock).
 YEAR = datetime.now(UTC).year + 2
@@ -43,23 +43,7 @@ def _no_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "billhook.toml"
-    path.write_text(
-        "\n".join(
-            [
-                "[billhook]",
-                f"data_dir = {json.dumps(str(tmp_path / 'data'))}",
-                "[stripe]",
-                f"webhook_secrets = [{json.dumps(STRIPE_SECRET)}]",
-                "[stripe.prices]",
-                'price_team_monthly = { tier = "team", interval = "month" }',
-                "[polar.products]",
-                f'"{PRODUCT_TEAM}" = {{ tier = "team" }}',
-                "",
-            ]
-        )
-    )
-    return path
+    return write_config(tmp_path)
 
 
 @pytest.fixture
@@ -68,7 +52,12 @@ def settings(config: Path) -> Settings:
 
 
 def _override(
-    settings: Settings, workspace: str, kind: str, tier: str, expires: str | None
+    settings: Settings,
+    workspace: str,
+    kind: str,
+    tier: str,
+    expires: str | None,
+    now: datetime = NOW,
 ) -> EventRecord:
     return operator.override_set(
         settings,
@@ -78,7 +67,7 @@ def _override(
         expires_at=expires,
         reason="set by hand",
         actor="ops",
-        now=NOW,
+        now=now,
     )
 
 
@@ -107,7 +96,15 @@ def log(settings: Settings) -> Iterator[EventLog]:
             _override(settings, "ws_contract", "enterprise_contract", "enterprise", None),
             _override(settings, "ws_solo", "explicit_solo", "solo", None),
             _override(settings, "ws_owner", "site_owner_override", "enterprise", None),
-            _override(settings, "ws_lapsed", "manual_pilot", "team", "2026-01-01T00:00:00Z"),
+            # Set in 2025, lapsed before NOW.
+            _override(
+                settings,
+                "ws_lapsed",
+                "manual_pilot",
+                "team",
+                "2026-01-01T00:00:00Z",
+                now=datetime(2025, 12, 1, tzinfo=UTC),
+            ),
         ]
     )
     yield log

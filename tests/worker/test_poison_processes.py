@@ -18,11 +18,12 @@ from billhook.config import Settings
 from billhook.domain.resolver import resolve
 from billhook.log.sqlite import EventLog
 from billhook.projections.store import ProjectionStore
-from billhook.providers.envelope import stripe_record
+from billhook.providers.stripe.webhook import stripe_record
 from billhook.runners.worker import CATCH_UP_INTERVAL_S
+from billhook.testing.servers import stop_process
+from billhook.testing.settings import write_config
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
 from tests.projections.test_poison import EMAIL, HUGE, POISONS
-from tests.stripe_payloads import stripe_subscription
-from tests.support import stripe_event_body
 from tests.worker.conftest import (
     T0,
     Processes,
@@ -30,9 +31,7 @@ from tests.worker.conftest import (
     run_cli,
     settings_of,
     state,
-    stop_process,
     wait_projected,
-    write_config,
 )
 
 HEADER = "seq\tprovider\tevent_id\ttype\terror"

@@ -25,37 +25,38 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.polar_api import PolarState, polar_fake
-from tests.fakes.stripe_api import StripeState, stripe_fake
-from tests.polar_payloads import (
+from billhook.testing.fakes.polar_api import PolarState, polar_fake
+from billhook.testing.fakes.stripe_api import StripeState, stripe_fake
+from billhook.testing.polar import (
     DEFAULT_PRODUCT_ID,
     POLAR_PII,
+    POLAR_SECRET,
     polar_customer,
     polar_event,
+    polar_headers,
     polar_subscription,
 )
-from tests.stripe_payloads import (
+from billhook.testing.servers import serve_in_thread, stop_process, wait_until
+from billhook.testing.settings import (
+    ADMIN_TOKEN,
+    READ_TOKEN,
+    SECRETS,
+    provider_apis,
+    write_config,
+)
+from billhook.testing.stripe import (
     STRIPE_PII,
+    STRIPE_SECRET,
     stripe_checkout_session,
     stripe_customer,
+    stripe_event_body,
+    stripe_headers,
     stripe_subscription,
 )
-from tests.support import polar_headers, serve_in_thread, stripe_event_body, stripe_headers
-from tests.worker.conftest import (
-    PROJECTED_TIMEOUT_S,
-    Processes,
-    stop_process,
-    wait_until,
-)
+from tests.worker.conftest import PROJECTED_TIMEOUT_S, Processes
 
-STRIPE_WEBHOOK_SECRET = "whsec_privacy_stripe_Zq81LmW3xYt6"
-POLAR_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"privacy-polar-key-Kd93hQ0pVn1").decode()
 WRONG_STRIPE_SECRET = "whsec_privacy_wrong_stripe_Rr55Uu"
 WRONG_POLAR_SECRET = "whsec_" + base64.b64encode(b"privacy-wrong-polar-key-Jj7Tt2").decode()
-STRIPE_API_KEY = "sk_test_privacyKey_Hh4Nn8Bb2Vv6"
-POLAR_ACCESS_TOKEN = "polar_oat_privacyToken_Gg3Ff9Dd1"
-READ_TOKEN = "read_privacy_token_Pp0Oo9Ii8"
-ADMIN_TOKEN = "admin_privacy_token_Ll7Kk6Jj5"
 WRONG_TOKEN = "wrong_privacy_token_Mm4Nn3Bb2"
 OPERATOR_EMAIL = "grace.operator@example.com"
 OPERATOR_NAME = "Grace Hopper"
@@ -66,14 +67,9 @@ HEADER_MARKER = "header_privacy_marker_Zz3Aa4"
 KNOWN = (
     *STRIPE_PII,
     *POLAR_PII,
-    STRIPE_WEBHOOK_SECRET,
-    POLAR_WEBHOOK_SECRET,
+    *SECRETS,
     WRONG_STRIPE_SECRET,
     WRONG_POLAR_SECRET,
-    STRIPE_API_KEY,
-    POLAR_ACCESS_TOKEN,
-    READ_TOKEN,
-    ADMIN_TOKEN,
     WRONG_TOKEN,
     OPERATOR_EMAIL,
     OPERATOR_NAME,
@@ -88,39 +84,17 @@ T0 = 1_795_000_000
 
 
 def _config(directory: Path, stripe_url: str, polar_url: str) -> Path:
-    text = f"""
-[billhook]
-data_dir = {json.dumps(str(directory / "data"))}
-
-[stripe]
-webhook_secrets = [{json.dumps(STRIPE_WEBHOOK_SECRET)}]
-api_key = {json.dumps(STRIPE_API_KEY)}
-api_base = {json.dumps(stripe_url)}
-[stripe.prices]
-price_team_monthly = {{ tier = "team", interval = "month" }}
-
-[polar]
-webhook_secrets = [{json.dumps(POLAR_WEBHOOK_SECRET)}]
-access_token = {json.dumps(POLAR_ACCESS_TOKEN)}
-server_url = {json.dumps(polar_url)}
-[polar.products]
-{json.dumps(DEFAULT_PRODUCT_ID)} = {{ tier = "team" }}
-
-[auth]
-api_tokens = [{json.dumps(READ_TOKEN)}]
-admin_tokens = [{json.dumps(ADMIN_TOKEN)}]
-"""
-    path = directory / "billhook.toml"
-    path.write_text(text)
-    return path
+    stripe, polar = provider_apis(stripe_url, polar_url)
+    products = {DEFAULT_PRODUCT_ID: {"tier": "team"}}
+    return write_config(directory, stripe=stripe, polar={**polar, "products": products})
 
 
 @pytest.fixture
 def fakes() -> Iterator[tuple[str, str]]:
     """Stripe and Polar fakes that know neither of the configured credentials (401s)."""
     with (
-        serve_in_thread(stripe_fake(StripeState())) as stripe_url,
-        serve_in_thread(polar_fake(PolarState())) as polar_url,
+        serve_in_thread(stripe_fake(StripeState(api_keys=set()))) as stripe_url,
+        serve_in_thread(polar_fake(PolarState(access_tokens=set()))) as polar_url,
     ):
         yield stripe_url, polar_url
 
@@ -141,12 +115,12 @@ class Session:
         self.answers.append(response.text)
         self.answers += [f"{k}: {v}" for k, v in response.headers.items()]
 
-    def stripe(self, body: bytes, secret: str = STRIPE_WEBHOOK_SECRET) -> httpx.Response:
+    def stripe(self, body: bytes, secret: str = STRIPE_SECRET) -> httpx.Response:
         return self.client.post(
             "/webhooks/stripe", content=body, headers=stripe_headers(body, secret)
         )
 
-    def polar(self, body: bytes, secret: str = POLAR_WEBHOOK_SECRET) -> httpx.Response:
+    def polar(self, body: bytes, secret: str = POLAR_SECRET) -> httpx.Response:
         return self.client.post(
             "/webhooks/polar", content=body, headers=polar_headers(body, secret)
         )

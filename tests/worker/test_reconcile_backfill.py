@@ -26,23 +26,34 @@ from billhook.domain.records import EventRecord
 from billhook.domain.times import iso_utc
 from billhook.log.sqlite import EventLog
 from billhook.providers import clients as providers
-from billhook.providers.decode import RECONCILED, STRIPE_PROJECTED_TYPES
-from billhook.providers.envelope import polar_record, stripe_record
-from tests.fakes.polar_api import PolarState, polar_fake, polar_product
-from tests.fakes.stripe_api import (
+from billhook.providers.billhook import RECONCILED
+from billhook.providers.polar.webhook import polar_record
+from billhook.providers.stripe.decode import STRIPE_PROJECTED_TYPES
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.fakes.polar_api import PolarState, polar_fake, polar_product
+from billhook.testing.fakes.stripe_api import (
     StripeState,
     stripe_event,
     stripe_fake,
     stripe_price,
     stripe_product,
 )
-from tests.polar_payloads import polar_customer, polar_event, polar_subscription
-from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
-from tests.support import POLAR_SECRET, STRIPE_SECRET, serve_in_thread, stripe_event_body
+from billhook.testing.polar import polar_customer, polar_event, polar_subscription
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import (
+    POLAR_ACCESS_TOKEN,
+    PRODUCT_TEAM,
+    STRIPE_API_KEY,
+    provider_apis,
+    write_config,
+)
+from billhook.testing.stripe import (
+    stripe_checkout_session,
+    stripe_customer,
+    stripe_event_body,
+    stripe_subscription,
+)
 
-STRIPE_KEY = "sk_test_backfillKey9Xq3SecretStripe"
-POLAR_TOKEN = "polar_oat_backfillToken4Rt8SecretPolar"
-PRODUCT_TEAM = "8f1e2c1a-7d4b-4c55-9a11-3e6f0b6a2c01"
 DAY_S = 86_400
 # Subscriptions here stay current for as long as the suite may be run.
 PERIOD_END_S = int(time.time()) + 365 * DAY_S
@@ -79,29 +90,11 @@ class Setup:
         return self.directory / "data" / "events.db"
 
     def config(self, *, stripe_key: bool = True, polar_token: bool = True) -> Path:
-        lines = [
-            "[billhook]",
-            f"data_dir = {json.dumps(str(self.directory / 'data'))}",
-            "",
-            "[stripe]",
-            f"webhook_secrets = [{json.dumps(STRIPE_SECRET)}]",
-            f"api_base = {json.dumps(self.stripe_url)}",
-            *([f"api_key = {json.dumps(STRIPE_KEY)}"] if stripe_key else []),
-            "[stripe.prices]",
-            'price_team_monthly = { tier = "team", interval = "month" }',
-            "",
-            "[polar]",
-            f"webhook_secrets = [{json.dumps(POLAR_SECRET)}]",
-            f"server_url = {json.dumps(self.polar_url)}",
-            *([f"access_token = {json.dumps(POLAR_TOKEN)}"] if polar_token else []),
-            "[polar.products]",
-            f'"{PRODUCT_TEAM}" = {{ tier = "team", interval = "month" }}',
-            "",
-        ]
+        stripe, polar = provider_apis(
+            self.stripe_url, self.polar_url, stripe_key=stripe_key, polar_token=polar_token
+        )
         name = f"billhook-{int(stripe_key)}{int(polar_token)}.toml"
-        path = self.directory / name
-        path.write_text("\n".join(lines))
-        return path
+        return write_config(self.directory, name=name, stripe=stripe, polar=polar)
 
     def append(self, *records: EventRecord) -> None:
         """Events that arrived by webhook earlier (straight into the log)."""
@@ -128,9 +121,9 @@ class Setup:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
-    stripe = StripeState(api_keys={STRIPE_KEY})
+    stripe = StripeState()
     stripe.add(stripe_product(id="prod_team"), stripe_price(id="price_team_monthly"))
-    polar = PolarState(access_tokens={POLAR_TOKEN})
+    polar = PolarState()
     polar.add_product(polar_product(id=PRODUCT_TEAM, seat_based=True))
     with (
         serve_in_thread(stripe_fake(stripe)) as stripe_url,
@@ -150,8 +143,8 @@ def assert_one_line_error(result: Result, message: str, *, code: int = 1) -> Non
     assert len(errors) == 1, result.stderr
     assert message in errors[0], errors[0]
     assert "Traceback" not in result.output
-    assert STRIPE_KEY not in result.output
-    assert POLAR_TOKEN not in result.output
+    assert STRIPE_API_KEY not in result.output
+    assert POLAR_ACCESS_TOKEN not in result.output
 
 
 def entitlement(config: Path, workspace: str) -> dict[str, Any]:

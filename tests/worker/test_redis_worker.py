@@ -26,10 +26,11 @@ from billhook.runners.actors import PROJECTIONS_QUEUE, declare
 from billhook.runners.broker import NAMESPACE, PENDING_KEY, PENDING_TTL_S, make_broker
 from billhook.runners.faults import POINTS
 from billhook.runners.worker import CATCH_UP_INTERVAL_S
+from billhook.testing.servers import RedisServer, redis_client, stop_process, wait_until
+from billhook.testing.settings import write_config
 from tests.worker.conftest import (
     PROJECTED_TIMEOUT_S,
     Processes,
-    RedisServer,
     Server,
     assert_states,
     clean_digest,
@@ -40,13 +41,9 @@ from tests.worker.conftest import (
     metric,
     plan,
     projected_seq,
-    redis_client,
     settings_of,
     state,
-    stop_process,
     wait_projected,
-    wait_until,
-    write_config,
 )
 
 WAKEUPS = "billhook_wakeups_sent_total"

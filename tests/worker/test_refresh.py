@@ -9,10 +9,8 @@ access_token`/`server_url`). Webhooks go through the real receiver, signed.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,33 +21,35 @@ from stripe._http_client import HTTPClient
 
 from billhook.api.app import create_app
 from billhook.api.refresh import MAX_DETAIL_CHARS
-from billhook.config import Settings, parse_settings
+from billhook.config import Settings
 from billhook.log.sqlite import EventLog
 from billhook.providers import clients as providers
-from billhook.providers.decode import RECONCILED
-from tests.contract import contract_client
-from tests.fakes import Failure
-from tests.fakes.polar_api import PolarState, polar_fake, polar_product
-from tests.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
-from tests.polar_payloads import polar_customer, polar_event, polar_subscription
-from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
-from tests.support import (
-    POLAR_SECRET,
-    STRIPE_SECRET,
-    free_port,
-    polar_headers,
-    serve_in_thread,
-    stripe_event_body,
-    stripe_headers,
+from billhook.providers.billhook import RECONCILED
+from billhook.testing.fakes import Failure
+from billhook.testing.fakes.polar_api import PolarState, polar_fake, polar_product
+from billhook.testing.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
+from billhook.testing.polar import (
+    polar_customer,
+    polar_subscription,
 )
+from billhook.testing.servers import free_port, serve_in_thread
+from billhook.testing.settings import (
+    POLAR_ACCESS_TOKEN,
+    PRODUCT_TEAM,
+    READ_TOKEN,
+    SECRETS,
+    make_settings,
+    provider_apis,
+)
+from billhook.testing.stripe import (
+    stripe_checkout_session,
+    stripe_customer,
+    stripe_subscription,
+)
+from tests.contract import contract_client
+from tests.worker.checkout_support import Shop
 
 # Distinctive credentials, so a leak into an answer is easy to spot.
-STRIPE_KEY = "sk_test_refreshKey51Hq8ZbT0pSecretStripe"
-POLAR_TOKEN = "polar_oat_refreshToken7Qw2SecretPolar"
-READ_TOKEN = "read-token-refresh-0123456789"
-ADMIN_TOKEN = "admin-token-refresh-0123456789"
-SECRETS = (STRIPE_KEY, POLAR_TOKEN, STRIPE_SECRET, POLAR_SECRET, READ_TOKEN, ADMIN_TOKEN)
-PRODUCT_TEAM = "8f1e2c1a-7d4b-4c55-9a11-3e6f0b6a2c01"
 POLAR_CUSTOMER = "6f1d2c3b-4a5e-4f60-8b7a-9c8d7e6f5a41"
 POLAR_SUB = "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a"
 # The app's clock: reconciled snapshots are fetched "now".
@@ -57,9 +57,6 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 NOW_S = int(NOW.timestamp())
 # Webhook `created` times, an hour before the fetch.
 T0 = NOW_S - 3600
-# Bounded wait for a delivered webhook to be projected, and how often to look.
-PROJECTED_TIMEOUT_S = 10.0
-POLL_S = 0.02
 # An answer carrying a provider failure stays this short (the detail is capped).
 MAX_ERROR_BODY_BYTES = MAX_DETAIL_CHARS + 100
 
@@ -75,69 +72,18 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def refresh_settings(
     data_dir: Path, *, stripe_url: str, polar_url: str, stripe_key: bool, polar_token: bool
 ) -> Settings:
-    stripe: dict[str, Any] = {
-        "webhook_secrets": [STRIPE_SECRET],
-        "api_base": stripe_url,
-        "prices": {"price_team_monthly": {"tier": "team", "interval": "month"}},
-    }
-    polar: dict[str, Any] = {
-        "webhook_secrets": [POLAR_SECRET],
-        "server_url": polar_url,
-        "products": {PRODUCT_TEAM: {"tier": "team", "interval": "month"}},
-    }
-    if stripe_key:
-        stripe["api_key"] = STRIPE_KEY
-    if polar_token:
-        polar["access_token"] = POLAR_TOKEN
-    raw = {
-        "billhook": {"data_dir": str(data_dir)},
-        "stripe": stripe,
-        "polar": polar,
-        "auth": {"api_tokens": [READ_TOKEN], "admin_tokens": [ADMIN_TOKEN]},
-    }
-    return parse_settings(raw, environ={})
+    """Both provider APIs at the fakes' URLs; each credential only when asked for."""
+    stripe, polar = provider_apis(
+        stripe_url, polar_url, stripe_key=stripe_key, polar_token=polar_token
+    )
+    return make_settings(data_dir, stripe=stripe, polar=polar)
 
 
-@dataclass
-class Deployment:
-    """billhook served over HTTP, talking to the Stripe and Polar fakes."""
-
-    stripe: StripeState
-    polar: PolarState
-    log: EventLog
-    client: httpx.Client
-
-    def deliver_stripe(
-        self, event_type: str, obj: dict[str, Any], *, created: int, event_id: str | None = None
-    ) -> int:
-        body = stripe_event_body(event_type, obj=obj, created=created, event_id=event_id)
-        response = self.client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
-        assert response.status_code == 200, response.text
-        assert response.json()["status"] == "accepted"
-        return self.projected(int(response.json()["seq"]))
-
-    def deliver_polar(self, event_type: str, data: dict[str, Any]) -> int:
-        body = polar_event(event_type, data)
-        response = self.client.post("/webhooks/polar", content=body, headers=polar_headers(body))
-        assert response.status_code == 200, response.text
-        return self.projected(int(response.json()["seq"]))
-
-    def projected(self, seq: int) -> int:
-        """Wait (bounded) until the API answers as of `seq`: projection follows the ack."""
-        deadline = time.monotonic() + PROJECTED_TIMEOUT_S
-        while self.entitlement("ws_any")["as_of_seq"] < seq:
-            assert time.monotonic() < deadline, f"seq {seq} was not projected in time"
-            time.sleep(POLL_S)
-        return seq
+class Deployment(Shop):
+    """billhook served over HTTP, talking to the Stripe and Polar fakes, asked to refresh."""
 
     def refresh(self, workspace: str) -> httpx.Response:
         return self.client.post(f"/v1/workspaces/{workspace}/refresh")
-
-    def entitlement(self, workspace: str) -> dict[str, Any]:
-        response = self.client.get(f"/v1/workspaces/{workspace}/entitlements")
-        assert response.status_code == 200, response.text
-        answer: dict[str, Any] = response.json()
-        return answer
 
     def reconciled_after(self, seq: int) -> list[dict[str, Any]]:
         """The payloads of the billhook.reconciled events after `seq`."""
@@ -159,9 +105,9 @@ def deploy(tmp_path: Path) -> Iterator[DeploymentFactory]:
         def start(
             *, stripe_key: bool = True, polar_token: bool = True, unreachable: bool = False
         ) -> Deployment:
-            stripe = StripeState(api_keys={STRIPE_KEY})
+            stripe = StripeState()
             stripe.add(stripe_product(id="prod_team"), stripe_price(id="price_team_monthly"))
-            polar = PolarState(access_tokens={POLAR_TOKEN})
+            polar = PolarState()
             polar.add_product(polar_product(id=PRODUCT_TEAM, seat_based=True))
             stripe_url = stack.enter_context(serve_in_thread(stripe_fake(stripe)))
             polar_url = stack.enter_context(serve_in_thread(polar_fake(polar)))
@@ -456,7 +402,7 @@ def test_polar_down_is_a_bounded_502_without_secrets(deploy: DeploymentFactory) 
     dep = deploy()
     link_polar_customer(dep, "ws_polar_down")
     head = dep.log.head_seq()
-    dep.polar.fail_next += [Failure(500, body={"detail": f"boom {POLAR_TOKEN}"})] * 10
+    dep.polar.fail_next += [Failure(500, body={"detail": f"boom {POLAR_ACCESS_TOKEN}"})] * 10
 
     body = assert_safe_error(dep.refresh("ws_polar_down"), 502, "provider_error")
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.fakes.stripe_api import StripeState, stripe_fake
-from tests.stripe_payloads import stripe_checkout_session, stripe_customer, stripe_subscription
-from tests.support import serve_in_thread, stripe_event_body
-from tests.worker.conftest import Processes, deliver, write_config
-
-FAKE_KEY = "sk_test_fake"
+from billhook.testing.fakes.stripe_api import StripeState, stripe_fake
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import STRIPE_API_KEY, write_config
+from billhook.testing.stripe import (
+    stripe_checkout_session,
+    stripe_customer,
+    stripe_event_body,
+    stripe_subscription,
+)
+from tests.worker.conftest import Processes, deliver
 
 
 @pytest.fixture
@@ -26,22 +29,15 @@ def stripe_url() -> Iterator[str]:
         yield url
 
 
-def _with_stripe_api(config: Path, url: str, name: str) -> Path:
-    """A copy of `config` that also has the Stripe API credentials."""
-    text = config.read_text().replace(
-        "[stripe]\n", f"[stripe]\napi_key = {json.dumps(FAKE_KEY)}\napi_base = {json.dumps(url)}\n"
-    )
-    path = config.with_name(name)
-    path.write_text(text)
-    return path
-
-
 def test_the_worker_refreshes_and_the_web_process_answers(
     tmp_path: Path, processes: Processes, redis_db: redis.Redis, redis_url: str, stripe_url: str
 ) -> None:
     config = write_config(tmp_path, redis_url=redis_url)
     # Only the worker can reach Stripe: a refresh that works ran there.
-    worker_config = _with_stripe_api(config, stripe_url, "worker.toml")
+    stripe_api = {"api_key": STRIPE_API_KEY, "api_base": stripe_url}
+    worker_config = write_config(
+        tmp_path, name="worker.toml", redis_url=redis_url, stripe=stripe_api
+    )
     server = processes.serve(config)
     processes.worker(worker_config)
     with server.client() as client:
@@ -58,4 +54,4 @@ def test_the_worker_refreshes_and_the_web_process_answers(
         unknown = client.post("/v1/workspaces/ws_unknown/refresh")
         assert unknown.status_code == 409
         assert unknown.json()["error"] == "not_linked"
-    assert FAKE_KEY not in server.log.read_text()
+    assert STRIPE_API_KEY not in server.log.read_text()

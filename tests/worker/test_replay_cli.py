@@ -20,11 +20,12 @@ import pytest
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
 from billhook.projections.rebuild import rebuild
-from billhook.providers import decode
-from billhook.providers.envelope import stripe_record
+from billhook.providers import statuses as decode
+from billhook.providers.stripe.webhook import stripe_record
 from billhook.runners.replay import shadow_path
-from tests.stripe_payloads import stripe_subscription
-from tests.support import stripe_event_body
+from billhook.testing.servers import wait_until
+from billhook.testing.settings import write_config
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
 from tests.worker.conftest import (
     PROJECTED_TIMEOUT_S,
     T0,
@@ -35,8 +36,6 @@ from tests.worker.conftest import (
     run_cli,
     settings_of,
     state,
-    wait_until,
-    write_config,
 )
 
 # Workspaces whose subscription is past_due: the stale reducer called it active.

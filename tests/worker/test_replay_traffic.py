@@ -22,10 +22,11 @@ import redis
 
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
-from billhook.providers.envelope import stripe_record
+from billhook.providers.stripe.webhook import stripe_record
 from billhook.runners.replay import shadow_path
-from tests.stripe_payloads import stripe_subscription
-from tests.support import stripe_event_body
+from billhook.testing.servers import wait_until
+from billhook.testing.settings import write_config
+from billhook.testing.stripe import stripe_event_body, stripe_subscription
 from tests.worker.conftest import (
     CLI_TIMEOUT_S,
     PROJECTED_TIMEOUT_S,
@@ -41,8 +42,6 @@ from tests.worker.conftest import (
     settings_of,
     state,
     wait_projected,
-    wait_until,
-    write_config,
 )
 
 # Events already in the log: enough that a rebuild and its comparison take seconds.

@@ -25,7 +25,7 @@ from billhook.api.errors import exception_handlers
 from billhook.errors import InvalidAction
 from billhook.observability.metrics import Metrics
 from billhook.observability.telemetry import RequestTelemetry, log_fields, route_templates
-from tests.support import serve_in_thread
+from billhook.testing.servers import serve_in_thread
 
 
 class Lines(logging.Handler):

@@ -10,7 +10,6 @@ import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,11 +20,12 @@ from starlette.routing import Mount, Route
 from billhook.api.app import create_app
 from billhook.api.auth import TokenGate
 from billhook.api.openapi import SCOPE_FIELD, openapi_document
-from billhook.config import AuthSettings, Secret, Settings, parse_settings
+from billhook.config import AuthSettings, Secret, Settings
 from billhook.errors import ApiError
 from billhook.log.sqlite import EventLog
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import make_settings
 from tests.contract import contract_client
-from tests.support import serve_in_thread
 
 READ_TOKENS = ("read-token-one-0123456789", "read-token-two-0123456789")
 ADMIN_TOKENS = ("admin-token-one-0123456789", "admin-token-two-0123456789")
@@ -44,11 +44,9 @@ REFUSED = {
 
 
 def token_settings(data_dir: Path) -> Settings:
-    raw: dict[str, Any] = {
-        "billhook": {"data_dir": str(data_dir)},
-        "auth": {"api_tokens": list(READ_TOKENS), "admin_tokens": list(ADMIN_TOKENS)},
-    }
-    return parse_settings(raw, environ={})
+    """A deployment answering two read and two admin tokens."""
+    auth = {"api_tokens": list(READ_TOKENS), "admin_tokens": list(ADMIN_TOKENS)}
+    return make_settings(data_dir, stripe=None, polar=None, auth=auth)
 
 
 def v1_routes(app: Starlette, settings: Settings) -> list[tuple[str, str, str]]:

@@ -11,13 +11,14 @@ import httpx
 from billhook.api.app import create_app
 from billhook.log.sqlite import EventLog
 from billhook.projections.store import PROJECTION_VERSION, ProjectionStore
-from tests.projections.conftest import READ_TOKEN, Feed, projection_settings
-from tests.stripe_payloads import stripe_subscription
-from tests.support import serve_in_thread
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import READ_TOKEN, make_settings
+from billhook.testing.stripe import stripe_subscription
+from tests.projections.conftest import Feed
 
 
 def test_an_outdated_projection_is_rebuilt_and_swapped(tmp_path: Path) -> None:
-    settings = projection_settings(tmp_path / "data")
+    settings = make_settings(tmp_path / "data")
     feed = Feed(settings)
     feed.stripe(
         "customer.subscription.created", stripe_subscription(metadata={"workspace_id": "ws_1"})

@@ -1,12 +1,18 @@
-"""Reading API request bodies: JSON objects, with errors that name the field."""
+"""Reading API request bodies into their Structs (`api.schemas`), with errors that name the field.
+
+msgspec decodes and validates a body in one pass; its error becomes a 400
+`invalid_request` whose detail names the field ("missing field: action",
+"field seats must be a whole number, zero or more").
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Sequence
+from typing import Any, TypeVar, get_args
 from urllib.parse import urlsplit
 
-import orjson
+import msgspec
 from starlette.requests import Request
 
 from billhook.api.body import read_limited
@@ -16,63 +22,49 @@ from billhook.errors import ApiError, PayloadTooLarge
 MAX_REQUEST_BYTES = 65_536
 # Longest URL a request may carry (browsers and providers cap near here).
 MAX_URL_CHARS = 2048
+# msgspec's message for a required field that is absent.
+_MISSING = re.compile(r"Object missing required field `(\w+)`")
+# One decoder per model, made on first use.
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+B = TypeVar("B", bound=msgspec.Struct)
 
 
 def invalid(detail: str) -> ApiError:
     return ApiError(400, "invalid_request", detail)
 
 
-async def json_object(request: Request) -> Mapping[str, Any]:
+async def read(request: Request, model: type[B]) -> B:
+    """The request's body as `model`: 413 `payload_too_large` past MAX_REQUEST_BYTES,
+    400 `invalid_request` naming the field at fault."""
     try:
         body = await read_limited(request, MAX_REQUEST_BYTES)
     except PayloadTooLarge as e:
         raise ApiError(413, "payload_too_large", str(e)) from None
+    return decode(body, model)
+
+
+def decode(body: bytes, model: type[B]) -> B:
+    """`body` (JSON) as `model`, or ApiError 400 `invalid_request` naming the field at fault."""
+    decoder = _DECODERS.get(model) or _DECODERS.setdefault(model, msgspec.json.Decoder(model))
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        value: B = decoder.decode(body)
+    except msgspec.ValidationError as e:
+        raise invalid(_explain(str(e), model)) from None
+    except msgspec.DecodeError:
         raise invalid("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise invalid("the body must be a JSON object")
-    return data
-
-
-def text(data: Mapping[str, Any], field: str, *, required: bool = True) -> str | None:
-    value = data.get(field)
-    if value is None:
-        if required:
-            raise invalid(f"missing field: {field}")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(f"field {field} must be a non-empty string")
     return value
 
 
-def required_text(data: Mapping[str, Any], field: str) -> str:
-    value = text(data, field)
-    assert value is not None
-    return value
-
-
-def count(data: Mapping[str, Any], field: str) -> int | None:
-    value = data.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise invalid(f"field {field} must be a whole number, zero or more")
-    return value
-
-
-def one_of(data: Mapping[str, Any], field: str, choices: tuple[str, ...]) -> str:
-    """A required string field that must be one of `choices`."""
-    value = required_text(data, field)
+def one_of(field: str, value: str, choices: Sequence[str]) -> str:
+    """`value`, if one of `choices`: the configured values a model cannot know (tiers)."""
     if value not in choices:
         raise invalid(f"field {field} must be one of {', '.join(choices)}")
     return value
 
 
-def http_url(data: Mapping[str, Any], field: str) -> str:
-    """A required absolute http(s) URL, such as where a provider sends a buyer back to."""
-    value = required_text(data, field)
+def http_url(field: str, value: str) -> str:
+    """`value`, if an absolute http(s) URL, such as where a provider sends a buyer back to."""
     try:
         parts = urlsplit(value)
     except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -86,3 +78,24 @@ def http_url(data: Mapping[str, Any], field: str) -> str:
     ):
         raise invalid(f"field {field} must be an absolute http or https URL")
     return value
+
+
+def _explain(message: str, model: type[msgspec.Struct]) -> str:
+    """msgspec's "Expected `int` >= 0 - at `$.seats`" as "field seats must be a whole number,
+    zero or more"; a field sent as null is missing, as one left out is."""
+    problem, _, where = message.partition(" - at `$")
+    if missing := _MISSING.fullmatch(problem):
+        return f"missing field: {missing[1]}"
+    name = where.strip(".`")
+    if not name:
+        return "the body must be a JSON object"
+    if problem.endswith("got `null`"):
+        return f"missing field: {name}"
+    if problem.startswith("Invalid enum value"):
+        kind = next(f.type for f in msgspec.structs.fields(model) if f.name == name)
+        return f"field {name} must be one of {', '.join(get_args(kind))}"
+    if "<=" in problem:
+        return f"field {name} must be a whole number, at most {problem.rsplit(' ', 1)[1]}"
+    if "`int" in problem:
+        return f"field {name} must be a whole number, zero or more"
+    return f"field {name} must be a non-empty string"

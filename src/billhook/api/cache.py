@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
-
+from billhook.api.schemas import encode, entitlement_answer
 from billhook.config import Settings
 from billhook.domain.resolver import Entitlement, resolve
 from billhook.domain.times import to_us
@@ -59,7 +58,7 @@ class EntitlementCache:
             if until is None or to_us(now) < until:
                 return entry
         entitlement = resolve(self._store.workspace_facts(workspace), self._settings.policy, now)
-        entry = Cached(entitlement, orjson.dumps(entitlement.to_json(now)))
+        entry = Cached(entitlement, encode(entitlement_answer(entitlement, now)))
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
         self._entries[workspace] = entry

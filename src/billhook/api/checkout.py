@@ -24,10 +24,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from billhook.api import bodies as req
+from billhook.api import schemas
 from billhook.api.auth import TokenGate
 from billhook.api.refresh import provider_call
 from billhook.config import Settings
@@ -38,8 +39,15 @@ from billhook.errors import ApiError
 from billhook.log.sqlite import Appended
 from billhook.projections.store import ProjectionStore
 from billhook.providers import sessions
-from billhook.providers.clients import PolarSource, StripeSource
+from billhook.providers.polar.client import PolarSource
+from billhook.providers.polar.sessions import polar_candidates, polar_checkout_body, polar_offer
 from billhook.providers.sessions import CheckoutRequest, Started
+from billhook.providers.stripe.client import StripeSource
+from billhook.providers.stripe.sessions import (
+    idempotency_key,
+    stripe_checkout_params,
+    stripe_offer,
+)
 
 Source = StripeSource | PolarSource
 
@@ -79,16 +87,16 @@ class CheckoutRoute:
 
     async def checkout(self, request: Request) -> Response:
         self._gate.require(request)
-        data = await req.json_object(request)
-        role = _role(data)
+        body = await req.read(request, schemas.CheckoutRequest)
+        role = _role(body.actor_role)
         wanted = CheckoutRequest(
             workspace=request.path_params["workspace_id"],
-            provider=req.one_of(data, "provider", sessions.PROVIDERS),
-            tier=req.one_of(data, "tier", tuple(self._settings.tiers)),
-            interval=req.one_of(data, "interval", sessions.INTERVALS),
-            seats=req.count(data, "seats"),
-            success_url=req.http_url(data, "success_url"),
-            cancel_url=req.http_url(data, "cancel_url"),
+            provider=body.provider,
+            tier=req.one_of("tier", body.tier, tuple(self._settings.tiers)),
+            interval=body.interval,
+            seats=body.seats,
+            success_url=req.http_url("success_url", body.success_url),
+            cancel_url=req.http_url("cancel_url", body.cancel_url),
             actor_role=role,
         )
         # A subscription's first events may have been acked a moment ago: see them.
@@ -97,10 +105,10 @@ class CheckoutRoute:
         # No price is a config gap (422), checked before credentials (503).
         offer = None
         if wanted.provider == "stripe":
-            offer = sessions.stripe_offer(self._settings, wanted.tier, wanted.interval)
+            offer = stripe_offer(self._settings, wanted.tier, wanted.interval)
             if offer is None:
                 raise sessions.no_price(wanted)
-        elif not sessions.polar_candidates(self._settings, wanted.tier, wanted.interval):
+        elif not polar_candidates(self._settings, wanted.tier, wanted.interval):
             raise sessions.no_price(wanted)
         source = self._source(wanted.provider)
         if isinstance(source, StripeSource):
@@ -109,8 +117,8 @@ class CheckoutRoute:
         else:
             started = await provider_call(self._start_polar, wanted, source)
         await self._append(sessions.checkout_started(wanted, started, self._now()))
-        body = {"provider": wanted.provider, "session_id": started.session_id, "url": started.url}
-        return JSONResponse(body, status_code=201)
+        session = schemas.CheckoutSession(wanted.provider, started.session_id, started.url)
+        return schemas.respond(session, status_code=201)
 
     def _refuse_second_subscription(self, workspace: str) -> None:
         """409 while a subscription of the workspace grants a tier (SPEC §5 statuses)."""
@@ -135,8 +143,8 @@ class CheckoutRoute:
         seats = sessions.seats_to_buy(offer, wanted.seats)
         assert seats is not None  # Stripe prices are always bought by quantity
         key = self._settings.workspace_key
-        params = sessions.stripe_checkout_params(wanted, offer.price, seats, customer, key)
-        session_id, url = source.checkout_session(params, sessions.idempotency_key(params))
+        params = stripe_checkout_params(wanted, offer.price, seats, customer, key)
+        session_id, url = source.checkout_session(params, idempotency_key(params))
         return Started(offer, seats, session_id, url)
 
     def _start_polar(self, wanted: CheckoutRequest, source: PolarSource) -> Started:
@@ -145,14 +153,14 @@ class CheckoutRoute:
         offer = self._polar_offer(wanted, source)
         seats = sessions.seats_to_buy(offer, wanted.seats)
         key = self._settings.workspace_key
-        body = sessions.polar_checkout_body(wanted, offer.price, seats, customer, key)
+        body = polar_checkout_body(wanted, offer.price, seats, customer, key)
         session_id, url = source.checkout(body)
         return Started(offer, seats, session_id, url)
 
     def _polar_offer(self, wanted: CheckoutRequest, source: PolarSource) -> sessions.Offer:
         """The first mapped product Polar sells for the tier at the interval asked."""
-        for product_id in sessions.polar_candidates(self._settings, wanted.tier, wanted.interval):
-            offer = sessions.polar_offer(product_id, source.product(product_id), wanted.interval)
+        for product_id in polar_candidates(self._settings, wanted.tier, wanted.interval):
+            offer = polar_offer(product_id, source.product(product_id), wanted.interval)
             if offer is not None:
                 return offer
         raise sessions.no_price(wanted)
@@ -161,9 +169,9 @@ class CheckoutRoute:
 
     async def portal(self, request: Request) -> Response:
         self._gate.require(request)
-        data = await req.json_object(request)
-        role = _role(data)
-        return_url = req.http_url(data, "return_url")
+        body = await req.read(request, schemas.PortalRequest)
+        role = _role(body.actor_role)
+        return_url = req.http_url("return_url", body.return_url)
         workspace = request.path_params["workspace_id"]
         # A checkout's link may have arrived a moment ago: read a projection that has it.
         await self._wait_for(self._head())
@@ -180,7 +188,7 @@ class CheckoutRoute:
             workspace, provider, customer, session_id, role, self._now()
         )
         await self._append(record)
-        return JSONResponse({"url": url}, status_code=201)
+        return schemas.respond(schemas.PortalSession(url), status_code=201)
 
     def _portal_customer(self, workspace: str) -> tuple[str, str]:
         """The (provider, customer) whose portal to open: 409 `not_linked` when none."""
@@ -218,9 +226,8 @@ class CheckoutRoute:
         return source
 
 
-def _role(data: Mapping[str, object]) -> str:
-    """The caller's role: 400 when missing, 403 `role_not_allowed` unless owner or admin."""
-    role = req.required_text(data, "actor_role")
+def _role(role: str) -> str:
+    """The caller's role: 403 `role_not_allowed` unless owner or admin."""
     if role not in sessions.ROLES:
         raise ApiError(
             403,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
-import orjson
+import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from billhook.api import bodies as req
+from billhook.api import schemas
 from billhook.api.auth import TokenGate
 from billhook.api.cache import EntitlementCache
 from billhook.config import SEAT_ACTION, Settings
@@ -94,47 +94,49 @@ class EntitlementApi:
         if as_of is None:
             return Response(self._cache.get(workspace).body, media_type="application/json")
         entitlement, at = self.entitlement(workspace, as_of)
-        return JSONResponse(entitlement.to_json(at))
+        return schemas.respond(schemas.entitlement_answer(entitlement, at))
 
     async def history(self, request: Request) -> Response:
         self._gate.require(request)
         rows = self._store.history(request.path_params["workspace_id"])
-        return JSONResponse(
+        return schemas.respond(
             [
-                {
-                    "seq": r.seq,
-                    "at": r.at,
-                    "cause": {"provider": r.provider, "type": r.type, "event_id": r.event_id},
-                    "tier": r.tier,
-                    "source": r.source,
-                    "status": r.status,
-                }
+                schemas.HistoryEntry(
+                    r.seq,
+                    r.at,
+                    schemas.Cause(r.provider, r.type, r.event_id),
+                    r.tier,
+                    r.source,
+                    r.status,
+                )
                 for r in rows
             ]
         )
 
     async def check(self, request: Request) -> Response:
         self._gate.require(request)
-        body = await req.json_object(request)
-        action = req.required_text(body, "action")
+        body = await req.read(request, schemas.CheckRequest)
+        action, seats_in_use = body.action, body.seats_in_use
+        if not action.strip():
+            raise req.invalid("field action must be a non-empty string")
         if action != SEAT_ACTION and action not in self._features:
             raise ApiError(
                 400, "unknown_action", f"{action!r} is not a configured feature or {SEAT_ACTION}"
             )
-        seats_in_use = req.count(body, "seats_in_use")
         if action == SEAT_ACTION and seats_in_use is None:
             raise req.invalid(f"missing field: seats_in_use (required for {SEAT_ACTION})")
         entitlement = self._cache.get(request.path_params["workspace_id"]).entitlement
         answer = self.decide(entitlement, action, seats_in_use)
         if self._on_decision is not None:
-            self._on_decision(answer["decision"], answer["reason"])
-        if answer["decision"] == "deny":
-            raise ApiError(402, "billing_required", _denial_detail(answer), extra=answer)
-        return Response(orjson.dumps(answer), media_type="application/json")
+            self._on_decision(answer.decision, answer.reason)
+        if answer.decision == "deny":
+            extra = msgspec.structs.asdict(answer)
+            raise ApiError(402, "billing_required", _denial_detail(answer), extra=extra)
+        return schemas.respond(answer)
 
     def decide(
         self, entitlement: Entitlement, action: str, seats_in_use: int | None
-    ) -> dict[str, Any]:
+    ) -> schemas.CheckAnswer:
         """The check answer for `action` (SPEC §6); the caller turns `deny` into a 402."""
         mode = entitlement.enforcement
         needed = None if action == SEAT_ACTION else required_tier(action, self._settings.tiers)
@@ -152,18 +154,18 @@ class EntitlementApi:
                     "billing_attention" if covered and entitlement.paid_blocked else "tier_required"
                 )
         decision = "allow" if reason is None else ("deny" if mode == "enforce" else "would_deny")
-        return {
-            "workspace_id": entitlement.workspace_id,
-            "action": action,
-            "allowed": decision != "deny",
-            "decision": decision,
-            "reason": reason,
-            "required_tier": needed,
-            "tier": entitlement.tier,
-            "next_action": entitlement.next_action,
-            "enforcement": mode,
-            "as_of_seq": entitlement.as_of_seq,
-        }
+        return schemas.CheckAnswer(
+            workspace_id=entitlement.workspace_id,
+            action=action,
+            allowed=decision != "deny",
+            decision=decision,
+            reason=reason,
+            required_tier=needed,
+            tier=entitlement.tier,
+            next_action=entitlement.next_action,
+            enforcement=mode,
+            as_of_seq=entitlement.as_of_seq,
+        )
 
     # -- admin --------------------------------------------------------------------------
 
@@ -174,62 +176,53 @@ class EntitlementApi:
 
     async def set_override(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
-        data = await req.json_object(request)
+        body = await req.read(request, schemas.OverrideRequest)
         record = operator.override_set(
             self._settings,
-            workspace_id=req.text(data, "workspace_id", required=False),
-            kind=req.text(data, "kind", required=False),
-            tier=req.text(data, "tier", required=False),
-            expires_at=req.text(data, "expires_at", required=False),
-            reason=req.text(data, "reason", required=False),
-            actor=req.text(data, "actor", required=False),
+            workspace_id=body.workspace_id,
+            kind=body.kind,
+            tier=body.tier,
+            expires_at=body.expires_at,
+            reason=body.reason,
+            actor=body.actor,
             now=self._now(),
         )
-        return JSONResponse({"seq": await self._record(record)}, status_code=201)
+        return schemas.respond(schemas.Seq(await self._record(record)), status_code=201)
 
     async def revoke_override(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
-        data = await req.json_object(request)
+        body = await req.read(request, schemas.RevokeRequest)
         record = operator.override_revoke(
             self._store,
             workspace_id=request.path_params["workspace_id"],
             kind=request.path_params["kind"],
-            reason=req.text(data, "reason", required=False),
-            actor=req.text(data, "actor", required=False),
+            reason=body.reason,
+            actor=body.actor,
             now=self._now(),
         )
-        return JSONResponse({"seq": await self._record(record)})
+        return schemas.respond(schemas.Seq(await self._record(record)))
 
     async def set_enforcement(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
-        data = await req.json_object(request)
+        body = await req.read(request, schemas.EnforcementRequest)
         record = operator.enforcement_set(
-            mode=req.text(data, "mode", required=False),
-            approved_by=req.text(data, "approved_by", required=False),
-            reason=req.text(data, "reason", required=False),
-            now=self._now(),
+            mode=body.mode, approved_by=body.approved_by, reason=body.reason, now=self._now()
         )
-        return JSONResponse({"seq": await self._record(record)})
+        return schemas.respond(schemas.Seq(await self._record(record)))
 
     async def quarantine(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
-        return JSONResponse(
+        return schemas.respond(
             [
-                {
-                    "seq": q.seq,
-                    "provider": q.provider,
-                    "event_id": q.event_id,
-                    "type": q.type,
-                    "error": q.error,
-                }
+                schemas.Quarantined(q.seq, q.provider, q.event_id, q.type, q.error)
                 for q in self._store.quarantine()
             ]
         )
 
 
-def _denial_detail(answer: dict[str, Any]) -> str:
-    if answer["reason"] == "seat_limit":
+def _denial_detail(answer: schemas.CheckAnswer) -> str:
+    if answer.reason == "seat_limit":
         return "every purchased seat is in use"
-    if answer["reason"] == "billing_attention":
+    if answer.reason == "billing_attention":
         return "billing needs attention before paid features are available again"
-    return f"this action needs the {answer['required_tier']} tier"
+    return f"this action needs the {answer.required_tier} tier"

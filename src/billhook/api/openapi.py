@@ -1,25 +1,26 @@
 """`GET /openapi.json`: the OpenAPI 3.1 description of every route the app serves.
 
-The routes live in three packages (the receiver in `ingest`, the entitlement
-API in `projections`, refresh and ops in `worker`); their description lives here,
-as data, next to the app that assembles them. It is rendered once, at start,
-from the settings (tiers and features become enums). Each `/v1` operation
-carries `x-billhook-scope` (`read` or `admin`) so tests can tell which token a
-route needs without a second list.
+The routes are described here, as data, next to the app that assembles them;
+their bodies and answers are the Structs of `api.schemas`, whose component
+schemas msgspec generates. It is rendered once, at start, from the settings
+(the configured tiers and features are the `examples` of those strings). Each
+`/v1` operation carries `x-billhook-scope` (`read` or `admin`) so tests can
+tell which token a route needs without a second list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from billhook.api.schemas import PATH_SEGMENT, Schema, ref, schemas
+from billhook.api import schemas
+from billhook.api.schemas import Schema, components, ref
 from billhook.config import Settings
 
 # The JSON Schema dialect of every schema in the document (plain 2020-12, no OpenAPI extras).
@@ -30,6 +31,9 @@ SCOPE_FIELD = "x-billhook-scope"
 PATH = "/openapi.json"
 
 JSON = "application/json"
+# One path segment as the app routes it: no `/`, no line break (a mount's `.*` stops there),
+# and not a dot segment that clients fold away. Anything else is a 404.
+PATH_SEGMENT: Schema = {"type": "string", "minLength": 1, "pattern": r"^(?!\.\.?$)[^/\n]+$"}
 
 WORKSPACE = {
     "name": "workspace_id",
@@ -55,9 +59,12 @@ AS_OF = {
 }
 
 
-def _body(schema: Schema, description: str = "") -> dict[str, Any]:
-    content: dict[str, Any] = {JSON: {"schema": schema}}
-    return {"description": description or "JSON", "content": content}
+def _body(answer: Any, description: str = "JSON") -> dict[str, Any]:
+    """A JSON answer: a model, a `list[model]`, or a schema."""
+    schema = answer if isinstance(answer, dict) else ref(answer)
+    if get_origin(answer) is list:
+        schema = {"type": "array", "items": ref(get_args(answer)[0])}
+    return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
 def _errors(status_codes: dict[int, tuple[str, ...]]) -> dict[str, Any]:
@@ -65,7 +72,7 @@ def _errors(status_codes: dict[int, tuple[str, ...]]) -> dict[str, Any]:
     return {
         str(status): _body(
             {
-                "allOf": [ref("Error")],
+                "allOf": [ref(schemas.Error)],
                 "properties": {"error": {"enum": list(codes)}},
             },
             "error: " + ", ".join(codes),
@@ -80,7 +87,7 @@ def _v1(
     scope: str,
     answers: dict[str, Any],
     errors: Mapping[int, tuple[str, ...]],
-    body: str | None = None,
+    body: type[schemas.Body] | None = None,
     parameters: tuple[dict[str, Any], ...] = (WORKSPACE,),
     tag: str = "entitlements",
 ) -> dict[str, Any]:
@@ -133,7 +140,7 @@ def _webhook(provider: str, headers: tuple[str, ...], verified_by: str) -> dict[
                 "content": {JSON: {"schema": {"type": "object", "description": "the event"}}},
             },
             "responses": {
-                "200": _body(ref("WebhookAck"), "appended, or seen before"),
+                "200": _body(schemas.WebhookAck, "appended, or seen before"),
                 **_errors(
                     {
                         400: ("invalid_signature", "invalid_payload", "client_disconnected"),
@@ -164,7 +171,7 @@ def _paths() -> dict[str, Any]:
                 "What the workspace may do now (or as of a point of the log)",
                 scope="read",
                 parameters=(WORKSPACE, AS_OF),
-                answers={"200": _body(ref("Entitlement"), "an unknown workspace: default tier")},
+                answers={"200": _body(schemas.Entitlement, "an unknown workspace: default tier")},
                 errors={400: ("invalid_request",), **_READ_ERRORS},
             )
         },
@@ -172,7 +179,7 @@ def _paths() -> dict[str, Any]:
             "get": _v1(
                 "Changes of (tier, source, status), oldest first",
                 scope="read",
-                answers={"200": _body({"type": "array", "items": ref("HistoryEntry")})},
+                answers={"200": _body(list[schemas.HistoryEntry])},
                 errors=_READ_ERRORS,
             )
         },
@@ -180,10 +187,12 @@ def _paths() -> dict[str, Any]:
             "post": _v1(
                 "May the workspace take this action?",
                 scope="read",
-                body="CheckRequest",
+                body=schemas.CheckRequest,
                 answers={
-                    "200": _body(ref("CheckAnswer"), "allowed, or would be denied (observe)"),
-                    "402": _body(ref("CheckDenial"), "denied under enforce: billing_required"),
+                    "200": _body(schemas.CheckAnswer, "allowed, or would be denied (observe)"),
+                    "402": _body(
+                        ref(schemas.CheckDenial), "denied under enforce: billing_required"
+                    ),
                 },
                 errors={400: ("invalid_request", "unknown_action"), **_READ_ERRORS},
             )
@@ -192,7 +201,7 @@ def _paths() -> dict[str, Any]:
             "post": _v1(
                 "Reconcile the workspace from the provider APIs; answers the new entitlement",
                 scope="read",
-                answers={"200": _body(ref("Entitlement"))},
+                answers={"200": _body(schemas.Entitlement)},
                 errors={
                     409: ("not_linked",),
                     502: ("provider_error",),
@@ -205,9 +214,9 @@ def _paths() -> dict[str, Any]:
             "post": _v1(
                 "Start a provider checkout for a tier",
                 scope="read",
-                body="CheckoutRequest",
+                body=schemas.CheckoutRequest,
                 tag="billing",
-                answers={"201": _body(ref("CheckoutSession"), "redirect the buyer to `url`")},
+                answers={"201": _body(schemas.CheckoutSession, "redirect the buyer to `url`")},
                 errors={
                     400: ("invalid_request",),
                     403: ("role_not_allowed",),
@@ -222,9 +231,9 @@ def _paths() -> dict[str, Any]:
             "post": _v1(
                 "Open the provider's customer portal",
                 scope="read",
-                body="PortalRequest",
+                body=schemas.PortalRequest,
                 tag="billing",
-                answers={"201": _body(ref("PortalSession"), "redirect the member to `url`")},
+                answers={"201": _body(schemas.PortalSession, "redirect the member to `url`")},
                 errors={
                     400: ("invalid_request",),
                     403: ("role_not_allowed",),
@@ -240,8 +249,8 @@ def _paths() -> dict[str, Any]:
                 scope="admin",
                 tag="admin",
                 parameters=(),
-                body="OverrideRequest",
-                answers={"201": _body(ref("Seq"), "appended and projected")},
+                body=schemas.OverrideRequest,
+                answers={"201": _body(schemas.Seq, "appended and projected")},
                 errors=_WRITE_ERRORS,
             )
         },
@@ -254,8 +263,8 @@ def _paths() -> dict[str, Any]:
                     WORKSPACE,
                     {"name": "kind", "in": "path", "required": True, "schema": PATH_SEGMENT},
                 ),
-                body="RevokeRequest",
-                answers={"200": _body(ref("Seq"), "appended and projected")},
+                body=schemas.RevokeRequest,
+                answers={"200": _body(schemas.Seq, "appended and projected")},
                 errors={**_WRITE_ERRORS, 404: ("not_found",)},
             )
         },
@@ -265,8 +274,8 @@ def _paths() -> dict[str, Any]:
                 scope="admin",
                 tag="admin",
                 parameters=(),
-                body="EnforcementRequest",
-                answers={"200": _body(ref("Seq"), "appended and projected")},
+                body=schemas.EnforcementRequest,
+                answers={"200": _body(schemas.Seq, "appended and projected")},
                 errors=_WRITE_ERRORS,
             )
         },
@@ -276,16 +285,16 @@ def _paths() -> dict[str, Any]:
                 scope="admin",
                 tag="admin",
                 parameters=(),
-                answers={"200": _body({"type": "array", "items": ref("Quarantined")})},
+                answers={"200": _body(list[schemas.Quarantined])},
                 errors=_READ_ERRORS,
             )
         },
-        "/healthz": _ops("The process is alive", {"200": _body(ref("Health"))}),
+        "/healthz": _ops("The process is alive", {"200": _body(schemas.Health)}),
         "/readyz": _ops(
             "The log and projections answer and projections keep up",
             {
-                "200": _body(ref("Readiness"), "ready"),
-                "503": _body(ref("Readiness"), "not ready: the failing check is named"),
+                "200": _body(schemas.Readiness, "ready"),
+                "503": _body(schemas.Readiness, "not ready: the failing check is named"),
             },
         ),
         "/metrics": _ops(
@@ -336,7 +345,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         ],
         "paths": _paths(),
         "components": {
-            "schemas": schemas(settings),
+            "schemas": components(settings),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -1,316 +1,376 @@
-"""The JSON Schemas (2020-12) of billhook's request and answer bodies, for `/openapi.json`.
+"""The shapes of billhook's request bodies and answers: one msgspec Struct each.
 
-Answers are described strictly (`additionalProperties: false`, closed enums), so
-a field or value added to an answer without being described here is caught by
-the tests that check every answer against the document. Enumerations that the
-config decides (tiers, features) are rendered from the settings at start.
+A request body is decoded and validated by its Struct (`api.bodies`), an answer
+is built as its Struct and encoded from it (:func:`respond`), and the component
+schemas of `/openapi.json` are generated from the same Structs (:func:`components`).
+
+Answers are closed objects (`additionalProperties: false`): the tests that check
+every answer against the document catch one that drifts. Request bodies ignore
+fields they do not know. Tiers and features, which the operator configures, are
+strings with the configured values as `examples`, never enums: a generated client
+keeps working when a tier is added.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+from starlette.responses import Response
 
 from billhook.config import ENFORCEMENT_MODES, INTERVALS, SEAT_ACTION, Settings
+from billhook.domain import resolver
 from billhook.domain.facts import OVERRIDE_KINDS
+from billhook.domain.times import to_us
+from billhook.providers import sessions
 
 Schema = dict[str, Any]
 
 # Where a component schema lives in the document, for `$ref`.
 REF = "#/components/schemas/"
-
+# Marks a string whose `examples` are configured values (`tiers`, `features`, `actions`).
+CONFIGURED = "x-billhook-configured"
 # Every value of `source` (SPEC §6).
-SOURCES = (
-    "default",
-    "stripe",
-    "polar",
-    "manual_pilot",
-    "enterprise_contract",
-    "site_owner_override",
-    "explicit_solo",
-)
+SOURCES = ("default", resolver.SITE_OWNER, *resolver.SOURCE_RANK)
 # Normalized subscription statuses (SPEC §5).
 SUBSCRIPTION_STATUSES = (
-    "trialing",
-    "active",
-    "canceling",
-    "past_due",
-    "unpaid",
-    "incomplete",
-    "paused",
-    "inactive",
+    *("trialing", "active", "canceling", "past_due", "unpaid"),
+    *("incomplete", "paused", "inactive"),
 )
 # A workspace's status: its winner's, its latest subscription's, or `none` (never subscribed).
 STATUSES = (*SUBSCRIPTION_STATUSES, "none")
-ATTENTION = (None, "past_due", "unpaid", "incomplete")
 NEXT_ACTIONS = (
-    "none",
-    "upgrade",
-    "complete_checkout",
-    "update_payment_method",
-    "resume_subscription",
-    "resubscribe",
-    "contact_support",
+    *("none", "upgrade", "complete_checkout", "update_payment_method"),
+    *("resume_subscription", "resubscribe", "contact_support"),
 )
-DECISIONS = ("allow", "would_deny", "deny")
-REASONS = (None, "tier_required", "billing_attention", "seat_limit")
-LOG_PROVIDERS = ("stripe", "polar", "billhook")
-# Providers a workspace can buy through (issue 7's checkout and portal).
-BILLING_PROVIDERS = ("stripe", "polar")
 
 
-def ref(name: str) -> Schema:
-    return {"$ref": REF + name}
+def _enum(*values: str | None) -> Meta:
+    """An answer's closed set of values: documented only, answers are never decoded."""
+    return Meta(extra_json_schema={"enum": list(values)})
 
 
-def obj(properties: dict[str, Schema], *, optional: tuple[str, ...] = ()) -> Schema:
-    """A closed object: every property listed, all required but `optional`."""
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-        "additionalProperties": False,
-    }
+Source = Annotated[str, _enum(*SOURCES)]
+SubscriptionStatus = Annotated[str, _enum(*SUBSCRIPTION_STATUSES)]
+Status = Annotated[str, _enum(*STATUSES)]
+Attention = Annotated[str | None, _enum(None, "past_due", "unpaid", "incomplete")]
+NextAction = Annotated[str, _enum(*NEXT_ACTIONS)]
+Decision = Annotated[str, _enum("allow", "would_deny", "deny")]
+Reason = Annotated[str | None, _enum(None, "tier_required", "billing_attention", "seat_limit")]
+LogProvider = Annotated[str, _enum("stripe", "polar", "billhook")]
+Interval = Annotated[str, _enum(*INTERVALS)]
+if TYPE_CHECKING:  # what a request may say, strings to the type checker...
+    BillingProvider = str
+    CheckoutInterval = str
+    OverrideKind = str
+    Enforcement = str
+else:  # ...and enums that msgspec enforces, made from the one tuple of each.
+    BillingProvider = Literal[sessions.PROVIDERS]
+    CheckoutInterval = Literal[sessions.INTERVALS]
+    OverrideKind = Literal[OVERRIDE_KINDS]
+    Enforcement = Literal[ENFORCEMENT_MODES]
+
+Text = Annotated[str, Meta(min_length=1, pattern=r"\S")]
+# A count in a request: zero or more, and a signed 64-bit integer (msgspec's widest bound).
+Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+LogSeq = Annotated[int, Meta(ge=1, description="a position in the event log")]
+AsOfSeq = Annotated[int, Meta(ge=0, description="the last log seq this answer reflects")]
+Time = Annotated[str, Meta(description="UTC ISO 8601", extra_json_schema={"format": "date-time"})]
 
 
-def enum(values: tuple[str | None, ...] | list[str], description: str = "") -> Schema:
-    schema: Schema = {"enum": list(values)}
-    if description:
-        schema["description"] = description
-    return schema
+def _configured(values: str, description: str | None = None) -> Meta:
+    """A string whose `examples` are the configured `values`, never a closed enum."""
+    return Meta(description=description, extra_json_schema={CONFIGURED: values})
 
 
-def text(description: str = "", **more: Any) -> Schema:
-    """A non-blank string: the API refuses empty and whitespace-only fields."""
-    schema: Schema = {"type": "string", "minLength": 1, "pattern": r"\S", **more}
-    if description:
-        schema["description"] = description
-    return schema
+Tier = Annotated[str, _configured("tiers", "a configured tier, lowest first")]
+Feature = Annotated[str, _configured("features", "a configured feature")]
 
 
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
+class Answer(Struct, forbid_unknown_fields=True, gc=False):
+    """An answer: a closed object."""
 
 
-SEQ: Schema = {"type": "integer", "minimum": 1, "description": "a position in the event log"}
-AS_OF_SEQ: Schema = {
-    "type": "integer",
-    "minimum": 0,
-    "description": "the last log seq this answer reflects",
-}
-TIME: Schema = {"type": "string", "format": "date-time", "description": "UTC ISO 8601"}
-PATH_SEGMENT: Schema = {
-    "type": "string",
-    "minLength": 1,
-    # One path segment as the app routes it: no `/`, no line break (a mount's `.*` stops
-    # there), and not a dot segment that clients fold away. Anything else is a 404.
-    "pattern": r"^(?!\.\.?$)[^/\n]+$",
-}
+class Body(Struct, gc=False):
+    """A request body: unknown fields are ignored."""
 
 
-def schemas(settings: Settings) -> dict[str, Schema]:
-    """The component schemas, with the configured tiers and features as enums."""
-    tiers = list(settings.tiers)
+# -- answers --------------------------------------------------------------------------------
+
+
+class Error(Answer):
+    error: str
+    detail: Annotated[Text, Meta(description="what went wrong, for a person")]
+
+
+class Seq(Answer):
+    seq: LogSeq
+
+
+class WebhookAck(Answer):
+    status: Literal["accepted", "duplicate"]
+    seq: Annotated[int, Meta(ge=1, description="the event's seq (the original's for a duplicate)")]
+
+
+class Subscription(Answer):
+    provider: BillingProvider
+    id: str
+    customer: str | None
+    tier: Tier | None
+    status: SubscriptionStatus
+    price: Annotated[str, Meta(description="Stripe price id, or Polar product id")] | None
+    interval: Interval | None
+    current_period_end: Time | None
+    cancel_at_period_end: bool
+
+
+class Override(Answer):
+    kind: OverrideKind
+    tier: Tier
+    expires_at: Time | None
+    expired: bool
+    seq: LogSeq
+
+
+class Features(Answer):
+    included: tuple[Feature, ...]
+    unavailable: tuple[Feature, ...]
+
+
+class Seats(Answer):
+    purchased: Annotated[int, Meta(ge=0)]
+
+
+class Entitlement(Answer):
+    workspace_id: str
+    tier: Tier
+    source: Source
+    status: Status
+    attention: Attention
+    next_action: NextAction
+    features: Features
+    seats: Annotated[Seats | None, Meta(description="null: no seat limit")]
+    subscriptions: tuple[Subscription, ...]
+    overrides: tuple[Override, ...]
+    problems: tuple[Annotated[str, Meta(pattern="^(unknown_price|mode_mismatch):")], ...]
+    enforcement: Enforcement
+    as_of_seq: AsOfSeq
+
+
+class Cause(Answer):
+    provider: LogProvider
+    type: str
+    event_id: str
+
+
+class HistoryEntry(Answer):
+    seq: LogSeq
+    at: Time
+    cause: Cause
+    tier: Tier
+    source: Source
+    status: Status
+
+
+class CheckAnswer(Answer):
+    workspace_id: str
+    action: str
+    allowed: bool
+    decision: Decision
+    reason: Reason
+    required_tier: Tier | None
+    tier: Tier
+    next_action: NextAction
+    enforcement: Enforcement
+    as_of_seq: AsOfSeq
+
+
+class CheckDenial(CheckAnswer):
+    error: Literal["billing_required"]
+    detail: Text
+
+
+class Quarantined(Answer):
+    seq: LogSeq
+    provider: LogProvider
+    event_id: str
+    type: str
+    error: Annotated[str, Meta(description="why the reducer failed (bounded)")]
+
+
+class CheckoutSession(Answer):
+    provider: BillingProvider
+    session_id: str
+    url: Text
+
+
+class PortalSession(Answer):
+    url: Text
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Rebuilding(Answer):
+    from_version: int
+    to_version: int
+
+
+class Readiness(Answer):
+    status: Literal["ready", "not_ready"]
+    checks: Annotated[
+        dict[str, str],
+        Meta(description="`ok`, or what is wrong, per check (log, projections, broker)"),
+    ]
+    failing: (
+        Annotated[
+            tuple[Literal["log", "projections", "broker"], ...],
+            Meta(description="the checks that are not `ok`, sorted (only when not ready)"),
+        ]
+        | UnsetType
+    ) = UNSET
+    rebuilding: Rebuilding | UnsetType = UNSET
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+class CheckRequest(Body):
+    # Not `Text`: the check route refuses a blank action itself, cheaper than a regex.
+    action: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            description=f"a configured feature or {SEAT_ACTION}; anything else: 400 unknown_action",
+            extra_json_schema={"pattern": r"\S", CONFIGURED: "actions"},
+        ),
+    ]
+    seats_in_use: (
+        Annotated[Count, Meta(description=f"members now; required for {SEAT_ACTION}")] | None
+    ) = None
+
+
+class OverrideRequest(Body, kw_only=True):
+    workspace_id: Text
+    kind: OverrideKind
+    tier: Annotated[Text, _configured("tiers")]
+    expires_at: (
+        Annotated[
+            Text, Meta(description="with a timezone", extra_json_schema={"format": "date-time"})
+        ]
+        | None
+    ) = None
+    reason: Text
+    actor: Text
+
+
+class RevokeRequest(Body):
+    reason: Text
+    actor: Text
+
+
+class EnforcementRequest(Body):
+    mode: Enforcement
+    approved_by: Text
+    reason: Text
+
+
+class CheckoutRequest(Body, kw_only=True):
+    provider: BillingProvider
+    tier: Annotated[Text, _configured("tiers")]
+    interval: CheckoutInterval
+    seats: Count | None = None
+    success_url: Text
+    cancel_url: Text
+    actor_role: Text
+
+
+class PortalRequest(Body):
+    return_url: Text
+    actor_role: Text
+
+
+def _models(base: type[Struct]) -> list[type[Struct]]:
+    return [model for sub in base.__subclasses__() for model in (sub, *_models(sub))]
+
+
+# Every Struct the document describes, answers first.
+MODELS = (*_models(Answer), *_models(Body))
+
+
+def ref(model: type[Struct]) -> Schema:
+    return {"$ref": REF + model.__name__}
+
+
+def components(settings: Settings) -> dict[str, Schema]:
+    """The component schemas of every model, with the configured values as `examples`."""
+    _, schemas = msgspec.json.schema_components(MODELS, ref_template=REF + "{name}")
     features = sorted({f for fs in settings.tiers.values() for f in fs})
-    tier = enum(tiers, "a configured tier, lowest first")
-    feature = enum(features, "a configured feature")
-    return {
-        "Error": obj(
-            {"error": {"type": "string"}, "detail": text("what went wrong, for a person")}
-        ),
-        "Seq": obj({"seq": SEQ}),
-        "WebhookAck": obj(
-            {
-                "status": enum(("accepted", "duplicate")),
-                "seq": {**SEQ, "description": "the event's seq (the original's for a duplicate)"},
-            }
-        ),
-        "Subscription": obj(
-            {
-                "provider": enum(BILLING_PROVIDERS),
-                "id": {"type": "string"},
-                "customer": nullable({"type": "string"}),
-                "tier": nullable(tier),
-                "status": enum(SUBSCRIPTION_STATUSES),
-                "price": nullable(
-                    {"type": "string", "description": "Stripe price id, or Polar product id"}
-                ),
-                "interval": nullable(enum(INTERVALS)),
-                "current_period_end": nullable(TIME),
-                "cancel_at_period_end": {"type": "boolean"},
-            }
-        ),
-        "Override": obj(
-            {
-                "kind": enum(OVERRIDE_KINDS),
-                "tier": {"type": "string"},
-                "expires_at": nullable(TIME),
-                "expired": {"type": "boolean"},
-                "seq": SEQ,
-            }
-        ),
-        "Entitlement": obj(
-            {
-                "workspace_id": {"type": "string"},
-                "tier": tier,
-                "source": enum(SOURCES),
-                "status": enum(STATUSES),
-                "attention": enum(ATTENTION),
-                "next_action": enum(NEXT_ACTIONS),
-                "features": obj(
-                    {
-                        "included": {"type": "array", "items": feature},
-                        "unavailable": {"type": "array", "items": feature},
-                    }
-                ),
-                "seats": nullable(
-                    obj({"purchased": {"type": "integer", "minimum": 0}})
-                    | {"description": "null: no seat limit"}
-                ),
-                "subscriptions": {"type": "array", "items": ref("Subscription")},
-                "overrides": {"type": "array", "items": ref("Override")},
-                "problems": {
-                    "type": "array",
-                    "items": {"type": "string", "pattern": "^(unknown_price|mode_mismatch):"},
-                },
-                "enforcement": enum(ENFORCEMENT_MODES),
-                "as_of_seq": AS_OF_SEQ,
-            }
-        ),
-        "HistoryEntry": obj(
-            {
-                "seq": SEQ,
-                "at": TIME,
-                "cause": obj(
-                    {
-                        "provider": enum(LOG_PROVIDERS),
-                        "type": {"type": "string"},
-                        "event_id": {"type": "string"},
-                    }
-                ),
-                "tier": {"type": "string"},
-                "source": enum(SOURCES),
-                "status": enum(STATUSES),
-            }
-        ),
-        "CheckRequest": {
-            "type": "object",
-            "properties": {
-                "action": {
-                    "anyOf": [
-                        enum([*features, SEAT_ACTION], "a configured feature or invite_member"),
-                        {"type": "string", "description": "anything else: 400 unknown_action"},
-                    ]
-                },
-                "seats_in_use": nullable(
-                    {
-                        "type": "integer",
-                        "minimum": 0,
-                        "description": f"members now; required for {SEAT_ACTION}",
-                    }
-                ),
-            },
-            "required": ["action"],
-        },
-        "CheckAnswer": obj(_check_fields(tier)),
-        "CheckDenial": obj(
-            {
-                **_check_fields(tier),
-                "error": enum(("billing_required",)),
-                "detail": text(),
-            }
-        ),
-        "OverrideRequest": {
-            "type": "object",
-            "properties": {
-                "workspace_id": text(),
-                "kind": enum(OVERRIDE_KINDS),
-                "tier": tier,
-                "expires_at": nullable(
-                    {"type": "string", "format": "date-time", "description": "with a timezone"}
-                ),
-                "reason": text(),
-                "actor": text(),
-            },
-            "required": ["workspace_id", "kind", "tier", "reason", "actor"],
-        },
-        "RevokeRequest": {
-            "type": "object",
-            "properties": {"reason": text(), "actor": text()},
-            "required": ["reason", "actor"],
-        },
-        "EnforcementRequest": {
-            "type": "object",
-            "properties": {
-                "mode": enum(ENFORCEMENT_MODES),
-                "approved_by": text(),
-                "reason": text(),
-            },
-            "required": ["mode", "approved_by", "reason"],
-        },
-        "Quarantined": obj(
-            {
-                "seq": SEQ,
-                "provider": enum(LOG_PROVIDERS),
-                "event_id": {"type": "string"},
-                "type": {"type": "string"},
-                "error": {"type": "string", "description": "why the reducer failed (bounded)"},
-            }
-        ),
-        "CheckoutRequest": {
-            "type": "object",
-            "properties": {
-                "provider": enum(BILLING_PROVIDERS),
-                "tier": tier,
-                "interval": enum(("month", "year")),
-                "seats": {"type": "integer", "minimum": 1},
-                "success_url": text(),
-                "cancel_url": text(),
-                "actor_role": text(),
-            },
-            "required": ["provider", "tier", "interval", "success_url", "cancel_url", "actor_role"],
-        },
-        "CheckoutSession": obj(
-            {"provider": enum(BILLING_PROVIDERS), "session_id": {"type": "string"}, "url": text()}
-        ),
-        "PortalRequest": {
-            "type": "object",
-            "properties": {"return_url": text(), "actor_role": text()},
-            "required": ["return_url", "actor_role"],
-        },
-        "PortalSession": obj({"url": text()}),
-        "Health": obj({"status": enum(("ok",))}),
-        "Readiness": obj(
-            {
-                "status": enum(("ready", "not_ready")),
-                "checks": {
-                    "type": "object",
-                    "description": "`ok`, or what is wrong, per check (log, projections, broker)",
-                    "additionalProperties": {"type": "string"},
-                },
-                "failing": {
-                    "type": "array",
-                    "description": "the checks that are not `ok`, sorted (only when not ready)",
-                    "items": enum(("log", "projections", "broker")),
-                },
-                "rebuilding": obj(
-                    {"from_version": {"type": "integer"}, "to_version": {"type": "integer"}}
-                ),
-            },
-            optional=("failing", "rebuilding"),
-        ),
-    }
+    examples = {"tiers": list(settings.tiers), "features": features}
+    examples["actions"] = [*features, SEAT_ACTION]
+    _add_examples(schemas, examples)
+    return schemas
 
 
-def _check_fields(tier: Schema) -> dict[str, Schema]:
-    return {
-        "workspace_id": {"type": "string"},
-        "action": {"type": "string"},
-        "allowed": {"type": "boolean"},
-        "decision": enum(DECISIONS),
-        "reason": enum(REASONS),
-        "required_tier": nullable(tier),
-        "tier": tier,
-        "next_action": enum(NEXT_ACTIONS),
-        "enforcement": enum(ENFORCEMENT_MODES),
-        "as_of_seq": AS_OF_SEQ,
-    }
+def _add_examples(node: object, examples: dict[str, list[str]]) -> None:
+    if isinstance(node, dict):
+        if CONFIGURED in node:
+            node["examples"] = examples[node.pop(CONFIGURED)]
+        for value in node.values():
+            _add_examples(value, examples)
+    elif isinstance(node, list):
+        for value in node:
+            _add_examples(value, examples)
+
+
+# -- building answers -----------------------------------------------------------------------
+
+# Answers are encoded with one shared encoder (cheaper than one per call).
+encode = msgspec.json.Encoder().encode
+
+
+def respond(answer: Answer | Sequence[Answer], status_code: int = 200) -> Response:
+    """The JSON answer `answer`, encoded from its Struct."""
+    return Response(encode(answer), status_code=status_code, media_type="application/json")
+
+
+def entitlement_answer(entitlement: resolver.Entitlement, now: datetime) -> Entitlement:
+    """What `GET .../entitlements` answers for `entitlement`, with overrides' expiry at `now`."""
+    e, now_us = entitlement, to_us(now)
+    # Positional arguments, in field order: this runs on every read that misses the cache.
+    return Entitlement(
+        e.workspace_id,
+        e.tier,
+        e.source,
+        e.status,
+        e.attention,
+        e.next_action,
+        Features(e.included, e.unavailable),
+        None if e.seats is None else Seats(e.seats),
+        tuple(
+            Subscription(
+                v.fact.provider,
+                v.fact.id,
+                v.fact.customer,
+                v.tier,
+                v.fact.status,
+                v.price,
+                v.interval,
+                v.current_period_end,
+                v.fact.cancel_at_period_end,
+            )
+            for v in e.subscriptions
+        ),
+        # An override in force always names its tier (`providers.billhook` decodes it so).
+        tuple(
+            Override(o.kind, o.tier or "", o.expires_at, resolver.expired(o, now_us), o.seq)
+            for o in e.overrides
+        ),
+        e.problems,
+        e.enforcement,
+        e.as_of_seq,
+    )

@@ -20,8 +20,8 @@ from billhook.errors import ProviderNotConfigured
 from billhook.log.committer import GroupCommitter
 from billhook.observability.metrics import Metrics
 from billhook.observability.telemetry import log_fields
-from billhook.providers.envelope import polar_record, stripe_record
-from billhook.providers.verify import verify_polar, verify_stripe
+from billhook.providers.polar.webhook import polar_record, verify_polar
+from billhook.providers.stripe.webhook import stripe_record, verify_stripe
 
 
 class Receiver:

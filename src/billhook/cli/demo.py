@@ -3,83 +3,46 @@
 It starts a temporary server (its own data directory and secrets), delivers
 signed Stripe and Polar events exactly as the providers would, calls the API
 like a downstream service, and prints the entitlement after each step. Last,
-a purchase through billhook's checkout and portal routes (`worker.demo_checkout`).
+a purchase through billhook's checkout and portal routes (`demo_checkout`),
+against the Stripe fake of `billhook.testing`. Deliveries are signed and the
+config is built by `billhook.testing` too, as the tests do.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import secrets
-import socket
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import stripe
-import uvicorn
-from standardwebhooks import Webhook
 
 from billhook.api.app import create_app
-from billhook.cli.demo_checkout import FAKE_STRIPE_KEY, NO_FAKES, round_trip, start_fake_stripe
-from billhook.config import Settings, parse_settings
+from billhook.cli.demo_checkout import round_trip, start_fake_stripe
+from billhook.config import Settings
+from billhook.testing.polar import polar_event, polar_headers
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.settings import STRIPE_API_KEY, make_settings
+from billhook.testing.stripe import stripe_event_body, stripe_headers
 
 POLAR_PRODUCT = "6f1d3c2b-8a7e-4f5d-9c4b-3a2e1f0d9c8b"
 COLUMNS = ("step", "workspace", "tier", "source", "status", "attention", "next", "seats", "check")
 
 
 def demo_settings(
-    data_dir: Path, stripe_secret: str, polar_secret: str, admin: str, stripe_api: str = ""
+    data_dir: Path, stripe_secret: str, polar_secret: str, admin: str, stripe_api: str
 ) -> Settings:
-    """The demo's config; `stripe_api` is the URL of a Stripe fake to buy through, if any."""
-    api = {"api_key": FAKE_STRIPE_KEY, "api_base": stripe_api} if stripe_api else {}
-    return parse_settings(
-        {
-            "billhook": {"data_dir": str(data_dir), "enforcement": "observe"},
-            "stripe": {
-                "webhook_secrets": [stripe_secret],
-                "prices": {"price_team_monthly": {"tier": "team", "interval": "month"}},
-                **api,
-            },
-            "polar": {
-                "webhook_secrets": [polar_secret],
-                "products": {POLAR_PRODUCT: {"tier": "team"}},
-            },
-            "auth": {"admin_tokens": [admin]},
-        },
-        environ={},
-    )
-
-
-@contextmanager
-def temporary_server(settings: Settings) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the demo server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """The demo's config; `stripe_api` is the URL of the Stripe fake to buy through."""
+    stripe = {"webhook_secrets": [stripe_secret], "api_key": STRIPE_API_KEY, "api_base": stripe_api}
+    polar = {"webhook_secrets": [polar_secret], "products": {POLAR_PRODUCT: {"tier": "team"}}}
+    auth = {"admin_tokens": [admin]}
+    return make_settings(data_dir, enforcement="observe", stripe=stripe, polar=polar, auth=auth)
 
 
 def stripe_subscription(
@@ -147,35 +110,16 @@ class Demo:
     def stripe(self, event_type: str, obj: dict[str, Any], created: int | None = None) -> None:
         # One second apart, as real lifecycle events are: Stripe orders by `created`.
         self.clock += 1
-        body = json.dumps(
-            {
-                "id": f"evt_{uuid.uuid4().hex[:24]}",
-                "object": "event",
-                "type": event_type,
-                "created": created or int(time.time()) - 600 + self.clock,
-                "livemode": False,
-                "data": {"object": obj},
-            }
-        )
-        header = stripe.WebhookSignature.generate_signature_header(body, self.stripe_secret)
-        self._deliver("/webhooks/stripe", body, {"Stripe-Signature": header})
+        created = created or int(time.time()) - 600 + self.clock
+        body = stripe_event_body(event_type, obj=obj, created=created)
+        self._deliver("/webhooks/stripe", body, stripe_headers(body, self.stripe_secret))
 
     def polar(self, event_type: str, data: dict[str, Any]) -> None:
-        body = json.dumps(
-            {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": data}
-        )
-        msg_id = f"msg_{uuid.uuid4().hex}"
-        now = datetime.now(UTC)
-        signature = Webhook(self.polar_secret).sign(msg_id, now, body)
-        headers = {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signature,
-        }
-        self._deliver("/webhooks/polar", body, headers)
+        body = polar_event(event_type, data, timestamp=datetime.now(UTC).isoformat())
+        self._deliver("/webhooks/polar", body, polar_headers(body, self.polar_secret))
 
-    def _deliver(self, path: str, body: str, headers: dict[str, str]) -> None:
-        response = self.client.post(path, content=body.encode(), headers=headers)
+    def _deliver(self, path: str, body: bytes, headers: dict[str, str]) -> None:
+        response = self.client.post(path, content=body, headers=headers)
         response.raise_for_status()
         self._wait(response.json()["seq"])
 
@@ -235,9 +179,9 @@ def run_demo(echo: Callable[[str], None]) -> None:
     admin = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="billhook-demo-") as tmp, ExitStack() as stack:
         fake = start_fake_stripe(stack)
-        stripe_api = fake.url if fake is not None else ""
-        settings = demo_settings(Path(tmp) / "data", stripe_secret, polar_secret, admin, stripe_api)
-        with temporary_server(settings) as url, httpx.Client(base_url=url, timeout=10) as client:
+        settings = demo_settings(Path(tmp) / "data", stripe_secret, polar_secret, admin, fake.url)
+        url = stack.enter_context(serve_in_thread(create_app(settings)))
+        with httpx.Client(base_url=url, timeout=10) as client:
             d = Demo(client, stripe_secret, polar_secret, admin, echo)
             echo(f"billhook demo: a temporary server at {url}, data in {tmp}")
             echo(_format(COLUMNS))
@@ -282,7 +226,4 @@ def run_demo(echo: Callable[[str], None]) -> None:
             d.row("enforce: seat gate", "ws_polar", d.check("ws_polar", "invite_member", 2))
             d.row("enforce: reads stay free", "ws_stripe", d.check("ws_stripe", "reads"))
 
-            if fake is None:
-                echo(NO_FAKES)
-            else:
-                round_trip(d, fake)
+            round_trip(d, fake)

@@ -1,34 +1,31 @@
 """`billhook demo`, the purchase: checkout → return and refresh → portal → cancellation.
 
-Stripe's side is played by the local Stripe fake the tests use
-(`tests/fakes/stripe_api.py`), which billhook reaches through the real
-`stripe` package like the real API. The fakes are not shipped in the
-package: they are found next to it in a source checkout (`python -m billhook
-demo`, or `billhook demo` from an editable install); anywhere else this part
-is skipped with a one-line note.
+Stripe's side is played by the Stripe fake billhook ships for tests
+(`billhook.testing.fakes.stripe_api`), which billhook reaches through the real
+`stripe` package like the real API, so the purchase runs wherever billhook is
+installed.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from billhook.testing.fakes.stripe_api import (
+    StripeState,
+    stripe_fake,
+    stripe_price,
+    stripe_product,
+)
+from billhook.testing.servers import serve_in_thread
+
 if TYPE_CHECKING:
     from billhook.cli.demo import Demo
-    from tests.fakes.stripe_api import StripeState
 
-# The API key the fake accepts, and billhook is configured with.
-FAKE_STRIPE_KEY = "sk_test_demo_fake_key"
-# What the demo prints when there is no source checkout to take the fakes from.
-NO_FAKES = (
-    "checkout round trip: skipped (the provider fakes come with a source checkout of billhook)"
-)
 # Where the app sends a buyer back to (never fetched: the buyer is played by the fake).
 SUCCESS_URL = "https://app.example/billing/return?session={CHECKOUT_SESSION_ID}"
 CANCEL_URL = "https://app.example/billing"
@@ -40,18 +37,13 @@ class FakeStripe:
     url: str
 
 
-def start_fake_stripe(stack: ExitStack) -> FakeStripe | None:
-    """Serve the Stripe fake until `stack` closes; None outside a source checkout."""
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "tests" / "fakes" / "__init__.py").is_file():
-        return None
-    if str(root) not in sys.path:
-        # First, so that a stray `tests` package in site-packages cannot shadow the fakes.
-        sys.path.insert(0, str(root))
-    from tests.fakes.stripe_api import StripeState, stripe_fake, stripe_price, stripe_product
-    from tests.support import serve_in_thread
+def start_fake_stripe(stack: ExitStack) -> FakeStripe:
+    """Serve the Stripe fake, selling the team tier monthly, until `stack` closes.
 
-    state = StripeState(api_keys={FAKE_STRIPE_KEY})
+    It accepts `billhook.testing.settings.STRIPE_API_KEY`, the key a test
+    deployment is configured with.
+    """
+    state = StripeState()
     state.add(stripe_product(id="prod_team"), stripe_price(id="price_team_monthly"))
     return FakeStripe(state, stack.enter_context(serve_in_thread(stripe_fake(state))))
 

@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import msgspec
 from click._termui_impl import ProgressBar
 
+from billhook.api.schemas import entitlement_answer
+from billhook.cli.log import log
 from billhook.cli.support import (
     BillhookGroup,
     config_option,
@@ -148,7 +151,8 @@ def entitlements(config_path: Path | None, workspace: str, as_of: str | None) ->
     finally:
         log.close()
         store.close()
-    click.echo(json.dumps(entitlement.to_json(at), indent=2))
+    answer = msgspec.to_builtins(entitlement_answer(entitlement, at))
+    click.echo(json.dumps(answer, indent=2))
 
 
 @main.group()
@@ -316,6 +320,9 @@ def _register_provider_commands() -> None:
 
     for command in (cli_sync.reconcile, cli_sync.backfill, cli_sync.check_config, cli_sync.pilots):
         main.add_command(command)
+
+
+main.add_command(log)
 
 
 _register_provider_commands()

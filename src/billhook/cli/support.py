@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Longest message of an unexpected error we print; it must stay one short line.
 MAX_ERROR_CHARS = 200
+# Exit status when stdout's reader went away: 128 + SIGPIPE, what a shell reports.
+EXIT_BROKEN_PIPE = 141
 
 
 class BillhookGroup(click.Group):
@@ -30,6 +33,12 @@ class BillhookGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`billhook events list | head -2`): stop quietly, as a
+            # shell pipeline expects. Later writes (at exit) go nowhere instead of failing.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
         except BillhookError as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:

@@ -83,9 +83,9 @@ def backfill() -> None:
               help="Days back; Stripe keeps events for 30.")  # fmt: skip
 def backfill_stripe(config_path: Path | None, days: int) -> None:
     """Page through Stripe's Events API and append the events billhook projects."""
-    from billhook.providers.clients import StripeSource
-    from billhook.providers.decode import STRIPE_PROJECTED_TYPES
-    from billhook.providers.envelope import stripe_record
+    from billhook.providers.stripe.client import StripeSource
+    from billhook.providers.stripe.decode import STRIPE_PROJECTED_TYPES
+    from billhook.providers.stripe.webhook import stripe_record
 
     settings = load(config_path)
     if not settings.stripe.api_key:
@@ -107,7 +107,7 @@ def backfill_stripe(config_path: Path | None, days: int) -> None:
 @config_option
 def backfill_polar(config_path: Path | None) -> None:
     """Reconcile every Polar subscription (Polar has no events API to page)."""
-    from billhook.providers.clients import PolarSource
+    from billhook.providers.polar.client import PolarSource
     from billhook.sync.reconcile import drift
 
     settings = load(config_path)

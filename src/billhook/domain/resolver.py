@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from billhook.domain.facts import (
     ATTENTION_STATUSES,
@@ -58,19 +57,6 @@ class SubscriptionView:
     current_period_end: str | None
     problem: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "provider": self.fact.provider,
-            "id": self.fact.id,
-            "customer": self.fact.customer,
-            "tier": self.tier,
-            "status": self.fact.status,
-            "price": self.price,
-            "interval": self.interval,
-            "current_period_end": self.current_period_end,
-            "cancel_at_period_end": self.fact.cancel_at_period_end,
-        }
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -105,35 +91,9 @@ class Entitlement:
     # expires, a grace period ends); None when only new facts can change it.
     valid_until_us: int | None = None
 
-    def to_json(self, now: datetime) -> dict[str, Any]:
-        now_us = to_us(now)
-        return {
-            "workspace_id": self.workspace_id,
-            "tier": self.tier,
-            "source": self.source,
-            "status": self.status,
-            "attention": self.attention,
-            "next_action": self.next_action,
-            "features": {"included": list(self.included), "unavailable": list(self.unavailable)},
-            "seats": None if self.seats is None else {"purchased": self.seats},
-            "subscriptions": [view.to_json() for view in self.subscriptions],
-            "overrides": [
-                {
-                    "kind": o.kind,
-                    "tier": o.tier,
-                    "expires_at": o.expires_at,
-                    "expired": _expired(o, now_us),
-                    "seq": o.seq,
-                }
-                for o in self.overrides
-            ],
-            "problems": list(self.problems),
-            "enforcement": self.enforcement,
-            "as_of_seq": self.as_of_seq,
-        }
 
-
-def _expired(override: OverrideFact, now_us: int) -> bool:
+def expired(override: OverrideFact, now_us: int) -> bool:
+    """Whether `override` has an expiry and it is at or before `now_us`."""
     return override.expires_at is not None and iso_to_us(override.expires_at) <= now_us
 
 
@@ -190,7 +150,7 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
     )
     # Sorted, so that equal candidates resolve the same whatever order facts come in.
     live_overrides = sorted(
-        (o for o in facts.overrides if o.active and o.tier in rank and not _expired(o, now_us)),
+        (o for o in facts.overrides if o.active and o.tier in rank and not expired(o, now_us)),
         key=lambda o: o.kind,
     )
 

@@ -276,6 +276,33 @@ class EventLog:
                         conn.execute("ROLLBACK")
                 raise LogUnavailable(str(e)) from e
 
+    def backup(self, target: Path) -> int:
+        """Copy the log to `target`, a new file, while appends go on; the head seq copied.
+
+        SQLite's online backup, in one step from a read transaction of a
+        connection of its own: the copy is the log as it stood at one commit
+        (every event acknowledged before the call is in it), and writers are
+        never blocked (WAL). The copy is a complete log, triggers included.
+        Raises :class:`LogUnavailable` when `target` exists or cannot be written.
+        """
+        if target.exists():
+            raise LogUnavailable(f"{target} exists already; back up to a new file")
+        try:
+            source = sqlite3.connect(self.path)
+            try:
+                copy = sqlite3.connect(target)
+                try:
+                    source.backup(copy)
+                    head = copy.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+                finally:
+                    copy.close()
+            finally:
+                source.close()
+        except sqlite3.Error as e:
+            target.unlink(missing_ok=True)
+            raise LogUnavailable(f"backing up {self.path} to {target} failed: {e}") from e
+        return int(head)
+
     def get(self, seq: int) -> StoredEvent | None:
         rows = self._rows(_SELECT + " WHERE seq = ?", (seq,))
         return rows[0] if rows else None

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from billhook.config import ENFORCEMENT_MODES, PriceMapping, ProductMapping, Settings
-from billhook.providers.clients import PolarSource, ProviderError, StripeSource, sources
+from billhook.providers.clients import ProviderError, sources
+from billhook.providers.polar.client import PolarSource
+from billhook.providers.stripe.client import StripeSource
 
 # The billing intervals every paid tier must be sold in.
 REQUIRED_INTERVALS = ("month", "year")

@@ -21,8 +21,10 @@ from billhook.domain.records import EventRecord, StoredEvent
 from billhook.domain.times import iso_utc
 from billhook.errors import BillhookError
 from billhook.projections.store import ProjectionStore
-from billhook.providers.clients import ApiNotConfigured, PolarSource, SubscriptionSource
-from billhook.providers.decode import RECONCILED, decode
+from billhook.providers.billhook import RECONCILED
+from billhook.providers.clients import ApiNotConfigured, SubscriptionSource
+from billhook.providers.decode import decode
+from billhook.providers.polar.client import PolarSource
 
 
 class NotLinked(BillhookError):

@@ -1,19 +1,76 @@
-"""Stripe objects for tests, built from Stripe's own example fixtures.
+"""Stripe for tests: signed webhook deliveries and realistic objects.
 
-Personal data is planted on purpose (`STRIPE_PII`) so privacy tests can prove
-it never leaves the log.
+Objects are built from Stripe's own example fixtures (`fixtures/stripe_objects.json`,
+shipped with the package); deliveries are signed by the `stripe` package itself,
+exactly as Stripe signs them. Personal data is planted on purpose (`STRIPE_PII`)
+so privacy tests can prove it never leaves the log.
+
+    body = stripe_event_body("customer.subscription.created", obj=stripe_subscription())
+    client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
-from tests.support import stripe_object
+import stripe
 
+# The webhook secret test deployments trust, and the one a rotation moves to.
+STRIPE_SECRET = "whsec_test_stripe_0123456789abcdef"
+STRIPE_SECRET_NEXT = "whsec_test_stripe_rotated_fedcba9876543210"
+# Personal data planted in customers and sessions: it must never leave the event log.
 STRIPE_PII = ("ada.lovelace@example.com", "Ada Lovelace", "12 Secret Street")
 # 2026-12-01T00:00:00Z
 PERIOD_END = 1_796_083_200
+
+
+@cache
+def _stripe_objects() -> Mapping[str, Any]:
+    text = (files("billhook.testing") / "fixtures" / "stripe_objects.json").read_text("utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def stripe_object(name: str) -> dict[str, Any]:
+    """A fresh deep copy of one of Stripe's example objects (`subscription`, `event`, ...)."""
+    return copy.deepcopy(dict(_stripe_objects()[name]))
+
+
+def stripe_event_body(
+    event_type: str = "customer.subscription.updated",
+    *,
+    event_id: str | None = None,
+    obj: Mapping[str, Any] | None = None,
+    created: int | None = None,
+    livemode: bool = False,
+) -> bytes:
+    """A Stripe event shaped like the fixture's, around a subscription by default."""
+    event = stripe_object("event")
+    event.update(
+        id=event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        type=event_type,
+        created=created if created is not None else int(time.time()),
+        livemode=livemode,
+        data={"object": dict(obj) if obj is not None else stripe_object("subscription")},
+    )
+    return json.dumps(event).encode()
+
+
+def stripe_headers(
+    body: bytes | str, secret: str = STRIPE_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    """Headers of a Stripe delivery of `body`, signed now (or at `timestamp`) by `stripe`."""
+    text = body.decode() if isinstance(body, bytes) else body
+    header = stripe.WebhookSignature.generate_signature_header(
+        text, secret, timestamp=timestamp if timestamp is not None else int(time.time())
+    )
+    return {"Stripe-Signature": header, "Content-Type": "application/json"}
 
 
 def _person(obj: dict[str, Any]) -> None:

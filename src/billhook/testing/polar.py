@@ -1,21 +1,37 @@
-"""Realistic Polar webhook payloads, shaped after polar-sdk's own `v2026_04` types.
+"""Polar for tests: signed webhook deliveries and realistic payloads.
 
-Every builder returns a complete object that `polar.base.deserialize` loads
-into the matching `polar.v2026_04.outputs` dataclass (`Subscription`,
-`Customer`, `CustomerState`); `tests/test_polar_payloads.py` proves it for
-each event type. Customers carry planted personal data (`POLAR_PII`) so
-privacy tests can show it never leaves the event log.
+Deliveries are signed with `standardwebhooks`, in either of Polar's secret
+schemes (`polar_headers(..., legacy=True)` for dashboard secrets). Payloads
+are shaped after polar-sdk's own `v2026_04` types: every builder returns a
+complete object that `polar.base.deserialize` loads into the matching
+`polar.v2026_04.outputs` dataclass (`Subscription`, `Customer`,
+`CustomerState`); `tests/testing/test_polar_payloads.py` proves it for each
+event type. Customers carry planted personal data (`POLAR_PII`) so privacy
+tests can show it never leaves the event log.
 
 Ids the caller doesn't pass are fixed UUIDs or UUIDv5s derived from the ids it
 does pass, so every payload is deterministic.
+
+    body = polar_event("subscription.active", polar_subscription(id=sub_id))
+    client.post("/webhooks/polar", content=body, headers=polar_headers(body))
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
+
+from standardwebhooks import Webhook
+
+# A Standard Webhooks secret (Polar's "standard" scheme): whsec_ + base64 of the key.
+POLAR_SECRET = "whsec_" + base64.b64encode(b"polar-standard-key-0123456789ab").decode()
+# A Polar dashboard secret in the legacy scheme: the key is the string's own bytes.
+POLAR_LEGACY_SECRET = "polar_whs_legacyLegacyLegacy0123456789"
 
 API_VERSION = "2026-04"
 """The `api_version` Polar stamps on webhooks for the `2026-04` API (a free string in the SDK)."""
@@ -345,3 +361,41 @@ def polar_event(
         "data": data,
     }
     return json.dumps(envelope).encode()
+
+
+def polar_event_body(event_type: str = "subscription.updated", **data: Any) -> bytes:
+    """A minimal Polar delivery stamped now, carrying `data` (a fresh `id` when empty)."""
+    return json.dumps(
+        {
+            "type": event_type,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "api_version": API_VERSION,
+            "data": data or {"id": str(uuid.uuid4())},
+        }
+    ).encode()
+
+
+def polar_headers(
+    body: bytes | str,
+    secret: str = POLAR_SECRET,
+    *,
+    msg_id: str | None = None,
+    timestamp: int | None = None,
+    legacy: bool = False,
+) -> dict[str, str]:
+    """Standard Webhooks headers of a delivery of `body`, signed with `standardwebhooks`.
+
+    `legacy=True` signs the way Polar does for dashboard secrets: with the
+    secret string's own bytes as the key.
+    """
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    ts = timestamp if timestamp is not None else int(time.time())
+    text = body.decode() if isinstance(body, bytes) else body
+    signer = Webhook(secret.encode() if legacy else secret)
+    signature = signer.sign(msg_id, datetime.fromtimestamp(ts, tz=UTC), text)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }

@@ -23,9 +23,14 @@ from polar.v2026_04.outputs import CustomerIndividual, Product, Subscription
 from stripe._http_client import HTTPClient
 from stripe.params.checkout import SessionCreateParams
 
-from tests.fakes import Failure, decode_nested
-from tests.fakes.polar_api import DEFAULT_ACCESS_TOKEN, PolarState, polar_fake, polar_product
-from tests.fakes.stripe_api import (
+from billhook.testing.fakes import Failure, decode_nested
+from billhook.testing.fakes.polar_api import (
+    DEFAULT_ACCESS_TOKEN,
+    PolarState,
+    polar_fake,
+    polar_product,
+)
+from billhook.testing.fakes.stripe_api import (
     DEFAULT_API_KEY,
     StripeState,
     stripe_event,
@@ -33,9 +38,9 @@ from tests.fakes.stripe_api import (
     stripe_price,
     stripe_product,
 )
-from tests.polar_payloads import polar_customer, polar_subscription
-from tests.stripe_payloads import stripe_customer, stripe_subscription
-from tests.support import serve_in_thread
+from billhook.testing.polar import polar_customer, polar_subscription
+from billhook.testing.servers import serve_in_thread
+from billhook.testing.stripe import stripe_customer, stripe_subscription
 
 # -- shared ------------------------------------------------------------------------
 

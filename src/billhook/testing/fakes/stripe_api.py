@@ -3,11 +3,11 @@
 Point the SDK at it (the client form is the one to use in code; the global
 form works too but mutates process state):
 
-    client = stripe.StripeClient("sk_test_fake", base_addresses={"api": url})
-    stripe.api_base = url; stripe.api_key = "sk_test_fake"   # legacy global form
+    client = stripe.StripeClient(DEFAULT_API_KEY, base_addresses={"api": url})
+    stripe.api_base = url; stripe.api_key = DEFAULT_API_KEY   # legacy global form
 
 Fill a `StripeState` with `state.add(obj, ...)` (filed by `obj["object"]`),
-building objects with `tests.stripe_payloads` (`stripe_customer`,
+building objects with `billhook.testing.stripe` (`stripe_customer`,
 `stripe_subscription`, `stripe_checkout_session`) and this module's
 `stripe_price`, `stripe_product` and `stripe_event`, all from Stripe's own
 fixtures.
@@ -69,7 +69,7 @@ when the path names it, a 400 when a parameter does (`customer=`, a line
 item's price). Unknown query parameters on GETs are a 400 "Received unknown
 parameter" as on Stripe, unknown paths a 404.
 
-Knobs: `fail_next` (statuses or `tests.fakes.Failure`s: Stripe-shaped error
+Knobs: `fail_next` (statuses or `billhook.testing.fakes.Failure`s: Stripe-shaped error
 bodies, e.g. 429 `rate_limit`, 500 `api_error`, 401; add headers such as
 `Stripe-Should-Retry` on the `Failure`), `event_retention_days` (hide older
 events, as Stripe keeps 30 days), `requests` (the log: `RecordedRequest`s
@@ -96,9 +96,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes import Failure, FakeLog, decode_nested, serve_recorded
-from tests.stripe_payloads import stripe_customer, stripe_subscription
-from tests.support import stripe_object
+from billhook.testing.fakes import Failure, FakeLog, decode_nested, serve_recorded
+from billhook.testing.settings import STRIPE_API_KEY
+from billhook.testing.stripe import stripe_customer, stripe_object, stripe_subscription
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -109,8 +109,8 @@ __all__ = [
     "stripe_product",
 ]
 
-DEFAULT_API_KEY = "sk_test_fake"
-"""The API key a fresh `StripeState` accepts."""
+DEFAULT_API_KEY = STRIPE_API_KEY
+"""The API key a fresh `StripeState` accepts: the one test deployments are configured with."""
 
 Obj = dict[str, Any]
 

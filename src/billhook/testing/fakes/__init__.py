@@ -2,13 +2,15 @@
 
 Each fake is a Starlette app built from an in-memory state object the test
 fills in (`stripe_api.StripeState`, `polar_api.PolarState`); serve it with
-`tests.support.serve_in_thread` and point the provider's real SDK at the URL.
-Both fakes share what lives here: the request log (`RecordedRequest`) and the
-failure knob (`Failure`, queued on the state's `fail_next`).
+`billhook.testing.servers.serve_in_thread` and point the provider's real SDK
+at the URL. Both fakes share what lives here: the request log
+(`RecordedRequest`) and the failure knob (`Failure`, queued on the state's
+`fail_next`). A fresh state accepts the credentials of
+`billhook.testing.settings` (`STRIPE_API_KEY`, `POLAR_ACCESS_TOKEN`).
 
     with serve_in_thread(stripe_fake(state)) as url:
-        client = stripe.StripeClient("sk_test_fake", base_addresses={"api": url})
-    with serve_in_thread(polar_fake(state)) as url, Polar("polar_oat_fake", base_url=url) as p:
+        client = stripe.StripeClient(STRIPE_API_KEY, base_addresses={"api": url})
+    with serve_in_thread(polar_fake(state)) as url, Polar(POLAR_ACCESS_TOKEN, base_url=url) as p:
         ...
 
 See each module's docstring for the endpoints and the exact shapes.

@@ -18,7 +18,7 @@ from polar.v2026_04.outputs import (
     SubscriptionCustomer,
 )
 
-from tests.polar_payloads import (
+from billhook.testing.polar import (
     API_VERSION,
     DEFAULT_CUSTOMER_ID,
     DEFAULT_PRODUCT_ID,

@@ -5,12 +5,12 @@ without `base_url` its `environment` picks Polar's hosts and defaults to
 "production", not sandbox) and close it when done:
 
     from polar.v2026_04 import Polar
-    with Polar("polar_oat_fake", base_url=url) as polar:
+    with Polar(DEFAULT_ACCESS_TOKEN, base_url=url) as polar:
         polar.subscriptions.iter_list(external_customer_id="ws_1")
 
 Fill a `PolarState` with `add_subscription` (which also files the embedded
 customer and product), `add_customer` and `add_product`, building objects
-with `tests.polar_payloads` (`polar_subscription`, `polar_customer`) and
+with `billhook.testing.polar` (`polar_subscription`, `polar_customer`) and
 this module's `polar_product`.
 
 The SDK never retries: a 429 raises `polar.base.PolarRateLimitError`
@@ -60,7 +60,7 @@ Errors: 401 `{"error": "Unauthorized", "detail": ...}` without a token,
 `{"error": "RequestValidationError", "detail": [{"loc", "msg", "type",
 "input"}]}`, unknown paths 404 `{"detail": "Not Found"}`.
 
-Knobs: `fail_next` (statuses or `tests.fakes.Failure`s; a 429 carries
+Knobs: `fail_next` (statuses or `billhook.testing.fakes.Failure`s; a 429 carries
 `Retry-After: 1` unless the `Failure` sets its own headers), `requests`
 (the log; `headers["polar-version"]` is the API version the SDK sent).
 """
@@ -82,8 +82,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes import Failure, FakeLog, serve_recorded
-from tests.polar_payloads import ORGANIZATION_ID, polar_subscription
+from billhook.testing.fakes import Failure, FakeLog, serve_recorded
+from billhook.testing.polar import ORGANIZATION_ID, polar_subscription
+from billhook.testing.settings import POLAR_ACCESS_TOKEN
 
 __all__ = [
     "DEFAULT_ACCESS_TOKEN",
@@ -92,8 +93,8 @@ __all__ = [
     "polar_product",
 ]
 
-DEFAULT_ACCESS_TOKEN = "polar_oat_fake"
-"""The access token a fresh `PolarState` accepts."""
+DEFAULT_ACCESS_TOKEN = POLAR_ACCESS_TOKEN
+"""The access token a fresh `PolarState` accepts: the one test deployments are configured with."""
 
 Obj = dict[str, Any]
 
@@ -168,7 +169,7 @@ class PolarState(FakeLog):
     """What the Polar fake serves; tests fill it in and read its log.
 
     Objects are plain dicts in Polar's `v2026_04` output shapes (build them
-    with `tests.polar_payloads` and `polar_product`), keyed by id.
+    with `billhook.testing.polar` and `polar_product`), keyed by id.
     `add_subscription` also files the subscription's embedded customer and
     product when they are not already known. `access_tokens`: tokens that
     authenticate. `checkout_base_url`: where checkout and portal URLs point.

@@ -1,0 +1,81 @@
+"""billhook's own events: operator actions, reconciled snapshots, sessions started. Pure.
+
+They are logged with provider "billhook". Written by billhook's own API, CLI
+and sync, which validated them; checked here for types only (no length
+bounds), so that a replay never quarantines an action the API accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from billhook.config import ENFORCEMENT_MODES
+from billhook.domain.facts import OVERRIDE_KINDS, EnforcementFact, Fact, OverrideFact
+from billhook.domain.records import StoredEvent
+from billhook.errors import DecodeError
+from billhook.providers.fields import free_text, iso_us, json_object, moment, required_id
+from billhook.providers.polar.decode import polar_snapshot
+from billhook.providers.stripe.decode import stripe_snapshot
+
+# billhook's own operator events.
+OVERRIDE_SET = "billhook.override_set"
+OVERRIDE_REVOKED = "billhook.override_revoked"
+ENFORCEMENT_SET = "billhook.enforcement_set"
+# A subscription snapshot fetched from a provider's API (SPEC §8).
+RECONCILED = "billhook.reconciled"
+# A reconciled snapshot ranks like an update at the same instant.
+RECONCILED_RANK = 1
+# Sessions started through billhook's API: the history of who started what.
+# Logged, never projected (they state no fact about a subscription).
+CHECKOUT_STARTED = "billhook.checkout_started"
+PORTAL_OPENED = "billhook.portal_opened"
+
+
+def reconciled_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    """A subscription as a provider's API showed it, ordered by when it was fetched."""
+    fetched_us = iso_us(payload.get("fetched_at"), "reconciled fetched_at")
+    sub = json_object(payload.get("subscription"), "reconciled subscription")
+    provider = payload.get("provider")
+    if provider == "stripe":
+        livemode = payload.get("livemode")
+        mode = int(livemode) if isinstance(livemode, bool) else None
+        return stripe_snapshot(sub, fetched_us, RECONCILED_RANK, event, mode, key)
+    if provider == "polar":
+        return polar_snapshot(sub, fetched_us, event, key)
+    raise DecodeError("reconciled provider is unknown")
+
+
+def override_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    kind = payload.get("kind")
+    if not isinstance(kind, str) or kind not in OVERRIDE_KINDS:
+        raise DecodeError("override kind is unknown")
+    workspace = required_id(payload.get("workspace_id"), "override workspace_id", limit=None)
+    active = event.type == OVERRIDE_SET
+    tier = expires_at = None
+    if active:
+        tier = required_id(payload.get("tier"), "override tier", limit=None)
+        expires_at = payload.get("expires_at")
+        if expires_at is not None:
+            moment(expires_at, "override expires_at")  # the resolver reads it back
+    return [
+        OverrideFact(
+            workspace=workspace,
+            kind=kind,
+            tier=tier,
+            expires_at=expires_at,
+            active=active,
+            reason=free_text(payload.get("reason"), "override reason"),
+            actor=free_text(payload.get("actor"), "override actor"),
+            seq=event.seq,
+        )
+    ]
+
+
+def enforcement_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    mode = payload.get("mode")
+    if not isinstance(mode, str) or mode not in ENFORCEMENT_MODES:
+        raise DecodeError("enforcement mode is unknown")
+    approved_by = free_text(payload.get("approved_by"), "enforcement approved_by")
+    reason = free_text(payload.get("reason"), "enforcement reason")
+    return [EnforcementFact(mode, approved_by, reason, event.seq)]

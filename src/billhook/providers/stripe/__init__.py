@@ -1,0 +1,2 @@
+"""Stripe: webhook verification and envelope, decoding into facts, the API client, checkout
+and portal sessions."""
