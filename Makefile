@@ -1,36 +1,45 @@
 # billhook — `make run` serves, `make test` checks everything, `make bench` measures.
-# Each target bootstraps .venv from pyproject.toml on first use (and again when it changes).
+# Each target bootstraps .venv from pyproject.toml on first use (and again when it changes):
+# `make run` installs only what serving needs, `make test` and `make bench` the test extra too.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := src/billhook
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: run test lint types pytest bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-run: $(VENV)/.installed
-	$(BIN)/billhook serve --config examples/billhook.toml --host 127.0.0.1 --port 8000
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/billhook serve --config examples/billhook.toml --host $(HOST) --port $(PORT)
 
 test: lint types pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-types: $(VENV)/.installed
+types: $(VENV)/.installed-test
 	$(BIN)/mypy $(PACKAGES) bench
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed-test
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build dist

@@ -16,10 +16,10 @@ from typing import Any
 from billhook.config import ENFORCEMENT_MODES, Settings
 from billhook.domain.facts import OVERRIDE_KINDS, OverrideFact
 from billhook.domain.records import EventRecord
-from billhook.domain.times import iso_seconds, iso_utc
+from billhook.domain.times import iso_seconds, iso_to_us, iso_utc, to_us
 from billhook.errors import InvalidAction
 from billhook.projections.store import ProjectionStore
-from billhook.providers.decode import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
+from billhook.providers.billhook import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
 
 
 def _event(event_type: str, body: Mapping[str, Any], now: datetime) -> EventRecord:
@@ -78,11 +78,19 @@ def override_set(
         "workspace_id": _required("workspace_id", workspace_id),
         "kind": _one_of("kind", kind, OVERRIDE_KINDS),
         "tier": _one_of("tier", tier, tuple(settings.tiers)),
-        "expires_at": normalize_time("expires_at", expires_at),
+        "expires_at": _future("expires_at", normalize_time("expires_at", expires_at), now),
         "reason": _required("reason", reason),
         "actor": _required("actor", actor),
     }
     return _event(OVERRIDE_SET, body, now)
+
+
+def _future(field: str, value: str | None, now: datetime) -> str | None:
+    """`value` (as normalize_time returns it), refused unless after `now`: an override
+    that expired before it was set would be logged, and granted nothing."""
+    if value is not None and iso_to_us(value) <= to_us(now):
+        raise InvalidAction(field, f"field {field} must be in the future")
+    return value
 
 
 def active_override(

@@ -136,12 +136,18 @@ def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:
 def _record_history(
     facts: Facts, event: StoredEvent, workspaces: set[str], settings: Settings
 ) -> None:
-    """Append a history row for each workspace whose (tier, source, status) changed."""
+    """Append a history row for each workspace whose (tier, source, status) changed.
+
+    A workspace with no history yet stands where an unknown one does (the
+    default tier, nothing granting it): an event that leaves it there, such as
+    a customer linked before any subscription, is no change.
+    """
     if not workspaces:
         return
     at = parse_time(event.received_at)
+    unknown = (settings.default_tier, "default", "none")
     for workspace in sorted(workspaces):
         entitlement = resolve(facts.workspace_facts(workspace, event.seq), settings.policy, at)
         state = (entitlement.tier, entitlement.source, entitlement.status)
-        if facts.last_history(workspace) != state:
+        if (facts.last_history(workspace) or unknown) != state:
             facts.add_history(workspace, event, state)
