@@ -1,3 +1,6 @@
+"""Fixtures every test can ask for: settings, a log, a real server and client; a
+deployment of real processes (tests.deployment); a fed projection (tests.feed)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,6 +15,11 @@ from billhook.log.sqlite import EventLog
 from billhook.testing.servers import serve_in_thread
 from billhook.testing.settings import make_settings
 from tests.contract import contract_client
+from tests.deployment import own_redis, processes, redis_db, redis_url, shop, shops
+from tests.feed import feed
+
+# Fixtures shared across the tree (pytest finds them by name in this module).
+__all__ = ["feed", "own_redis", "processes", "redis_db", "redis_url", "shop", "shops"]
 
 
 @pytest.fixture

@@ -1,13 +1,14 @@
 """billhook's one typed settings object, loaded and validated once at start.
 
-The file is TOML (SPEC §2). Each of its tables is a msgspec Struct below, and
-those Structs are the only description of the keys: their types, bounds and
-defaults. msgspec validates the file against them and its error becomes a
-:class:`ConfigError` naming the dotted key (`billhook.max_body_bytes: must be
-at least 1, got 0`), so a process never half-starts on a bad config. What no
-single table can say (a price map's tier must be a configured tier) is checked
-after, in :func:`_cross_check`. Secrets may come from the environment, which
-wins over the file.
+The file is TOML (every key is commented in examples/billhook.toml). Each of
+its tables is a msgspec Struct below, and those Structs are the only
+description of the keys: their types, bounds and defaults. msgspec validates
+the file against them and its error becomes a :class:`ConfigError` naming the
+dotted key (`billhook.max_body_bytes: must be at least 1, got 0`), so a
+process never half-starts on a bad config. What no single table can say (a
+price map's tier must be a configured tier) is checked after, in
+:func:`_cross_check`. Secrets may come from the environment, which wins over
+the file.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ from billhook.testing.stripe import (
     stripe_subscription,
 )
 from tests.contract import contract_client
-from tests.projections.conftest import T0, Feed
+from tests.feed import T0, Feed
 
 # A marker planted in every malformed value: no reason may contain it.
 MARK = "planted7f3a"

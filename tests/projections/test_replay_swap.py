@@ -9,7 +9,6 @@ checkpoint never moves backwards.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import tempfile
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from billhook.providers.decode import PROJECTED_TYPES
 from billhook.providers.stripe.webhook import stripe_record
 from billhook.testing.settings import make_settings
 from billhook.testing.stripe import stripe_event_body, stripe_subscription
-from tests.projections.conftest import T0
+from tests.feed import T0, digest
 
 STATUSES = ["trialing", "active", "past_due", "canceled"]
 
@@ -51,10 +50,6 @@ def _records(count: int, seed: int) -> list[EventRecord]:
         )
         records.append(stripe_record(body.decode()))
     return records
-
-
-def _digest(store: ProjectionStore) -> str:
-    return hashlib.sha256(repr(store.digest_rows()).encode()).hexdigest()
 
 
 @dataclass
@@ -132,7 +127,7 @@ def _run(steps: Sequence[tuple[str, int]], seed: int) -> None:
             clean = ProjectionStore(directory / "clean.db", world.settings)
             try:
                 catch_up(world.log, clean)
-                assert _digest(world.live) == _digest(clean)
+                assert digest(world.live) == digest(clean)
             finally:
                 clean.close()
         finally:
@@ -193,7 +188,7 @@ def test_a_batch_that_does_not_follow_the_stored_checkpoint_is_read_again(
         assert catch_up(log, live).applied == 10
         clean = ProjectionStore(tmp_path / "clean.db", settings_)
         catch_up(log, clean)
-        assert _digest(live) == _digest(clean)
+        assert digest(live) == digest(clean)
         clean.close()
     finally:
         older.close()

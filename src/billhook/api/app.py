@@ -1,4 +1,4 @@
-"""The web process: the receiver, the entitlement API and the ops routes (`worker.ops`).
+"""The web process: the receiver, the entitlement API and the ops routes (`billhook.api.ops`).
 
 Without Redis it also runs the embedded projector. Every connection it opens
 is its own: the receiver's writer, the projector's reader and store, and the

@@ -1,4 +1,4 @@
-"""Bearer tokens for the `/v1` API: read scope and admin scope (SPEC §6)."""
+"""Bearer tokens for the `/v1` API: read scope and admin scope (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ its first event, and guards what a caller may start:
 
 Each session started is appended to the log (`billhook.checkout_started`,
 `billhook.portal_opened`): the history of who started what. On return the
-app calls `POST /v1/workspaces/{id}/refresh` (`worker.refresh`).
+app calls `POST /v1/workspaces/{id}/refresh` (`billhook.api.refresh`).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class CheckoutRoute:
         return schemas.respond(session, status_code=201)
 
     def _refuse_second_subscription(self, workspace: str) -> None:
-        """409 while a subscription of the workspace grants a tier (SPEC §5 statuses)."""
+        """409 while a subscription of the workspace grants a tier (docs/entitlements.md)."""
         entitlement = resolve(
             self._store.workspace_facts(workspace), self._settings.policy, self._now()
         )

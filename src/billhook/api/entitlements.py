@@ -1,4 +1,4 @@
-"""The entitlement API (SPEC §6): what may this workspace do right now?
+"""The entitlement API (docs/api.md): what may this workspace do right now?
 
 Reads come from `projections.db`, never from scanning the log; entitlements
 are resolved at request time with the injected clock. Operator actions are
@@ -137,7 +137,7 @@ class EntitlementApi:
     def decide(
         self, entitlement: Entitlement, action: str, seats_in_use: int | None
     ) -> schemas.CheckAnswer:
-        """The check answer for `action` (SPEC §6); the caller turns `deny` into a 402."""
+        """The check answer for `action` (docs/api.md); the caller turns `deny` into a 402."""
         mode = entitlement.enforcement
         needed = None if action == SEAT_ACTION else required_tier(action, self._settings.tiers)
         reason: str | None = None

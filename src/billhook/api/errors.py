@@ -27,7 +27,7 @@ from billhook.projections.actions import NothingToRevoke
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
-# Status code and `error` code for each ingest error (SPEC §3).
+# Status code and `error` code for each ingest error (docs/api.md).
 INGEST_ERRORS: Mapping[type[Exception], tuple[int, str]] = {
     InvalidSignature: (400, "invalid_signature"),
     InvalidPayload: (400, "invalid_payload"),

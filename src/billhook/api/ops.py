@@ -1,4 +1,4 @@
-"""The ops routes, no token: `/healthz`, `/readyz` and `/metrics` (SPEC §6).
+"""The ops routes, no token: `/healthz`, `/readyz` and `/metrics` (docs/api.md).
 
 `/readyz` answers 200 only when all its checks pass:
 - `log`: the event log can be written now. A batch committed within the last

@@ -33,9 +33,9 @@ Schema = dict[str, Any]
 REF = "#/components/schemas/"
 # Marks a string whose `examples` are configured values (`tiers`, `features`, `actions`).
 CONFIGURED = "x-billhook-configured"
-# Every value of `source` (SPEC §6).
+# Every value of `source` (docs/api.md).
 SOURCES = ("default", resolver.SITE_OWNER, *resolver.SOURCE_RANK)
-# Normalized subscription statuses (SPEC §5).
+# Normalized subscription statuses (docs/entitlements.md).
 SUBSCRIPTION_STATUSES = (
     *("trialing", "active", "canceling", "past_due", "unpaid"),
     *("incomplete", "paused", "inactive"),

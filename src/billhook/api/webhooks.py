@@ -1,7 +1,7 @@
-"""The webhook receiver: verify, dedupe, append, fsync, then 2xx (SPEC §3).
+"""The webhook receiver: verify, dedupe, append, fsync, then 2xx (docs/api.md).
 
-The handlers raise billhook's own errors; `ingest.http` turns them into the
-answers of the SPEC §3 table, in one place.
+The handlers raise billhook's own errors; `billhook.api.errors` turns them into the
+answers of docs/api.md's webhook table, in one place.
 """
 
 from __future__ import annotations

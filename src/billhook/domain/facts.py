@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Normalized statuses that keep the tier but ask for attention (SPEC §5).
+# Normalized statuses that keep the tier but ask for attention (docs/entitlements.md).
 ATTENTION_STATUSES = frozenset({"past_due", "unpaid"})
 # Normalized statuses under which a subscription grants its tier.
 GRANTING_STATUSES = frozenset({"trialing", "active", "canceling", "past_due", "unpaid"})
-# Override kinds, as operators set them (SPEC §5).
+# Override kinds, as operators set them (docs/entitlements.md).
 OVERRIDE_KINDS = ("site_owner_override", "enterprise_contract", "manual_pilot", "explicit_solo")
 
 

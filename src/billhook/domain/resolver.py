@@ -1,6 +1,6 @@
 """What a workspace may do right now: a pure function of facts, config and `now`.
 
-Precedence (SPEC §5): an unexpired site-owner override wins outright; else
+Precedence (docs/entitlements.md): an unexpired site-owner override wins outright; else
 the highest tier among unexpired overrides and granting subscriptions, ties to
 the healthy candidate, then by source rank, then the later period end; else
 the default tier. Fail closed: a subscription whose prices are all unmapped,
@@ -22,7 +22,7 @@ from billhook.domain.facts import (
 from billhook.domain.policy import Policy
 from billhook.domain.times import iso_to_us, to_us
 
-# Tie-break between candidates of the same tier and health (SPEC §5, rule 2).
+# Tie-break between candidates of the same tier and health (docs/entitlements.md, rule 2).
 SOURCE_RANK = {
     "enterprise_contract": 4,
     "stripe": 3,

@@ -1,4 +1,4 @@
-"""Prometheus metrics: ids, statuses and counts only (SPEC §6, §10).
+"""Prometheus metrics: ids, statuses and counts only (docs/api.md; docs/entitlements.md, privacy).
 
 One registry per app, so several apps (tests, a replay beside a server) never
 collide in prometheus-client's global registry.

@@ -33,7 +33,7 @@ LOG_FIELDS = "billhook.log_fields"
 def log_fields(scope: MutableMapping[str, object]) -> dict[str, object]:
     """The fields this request's log line will carry besides method, route, status, latency.
 
-    Only ids, types, statuses and counts belong here (SPEC §10).
+    Only ids, types, statuses and counts belong here (docs/entitlements.md, privacy).
     """
     fields = scope.get(LOG_FIELDS)
     if not isinstance(fields, dict):

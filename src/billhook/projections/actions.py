@@ -1,6 +1,6 @@
 """Operator actions as log events, shared by the admin API and the CLI.
 
-Every change an operator makes is an event in the log (SPEC §1), so a replay
+Every change an operator makes is an event in the log (docs/architecture.md), so a replay
 reproduces it. These functions validate the action and build the event; the
 caller appends it.
 """

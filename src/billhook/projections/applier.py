@@ -97,7 +97,8 @@ def blames_the_event(error: Exception) -> bool:
 def unapplied_reason(error: Exception) -> str:
     """The quarantine reason of an event whose application raised `error`.
 
-    Names only the exception's type: its text may quote a payload value (SPEC §10).
+    Names only the exception's type: its text may quote a payload value
+    (docs/entitlements.md, privacy).
     """
     return f"could not be applied ({error.__class__.__name__})"
 

@@ -22,7 +22,7 @@ from billhook.providers.stripe.decode import stripe_snapshot
 OVERRIDE_SET = "billhook.override_set"
 OVERRIDE_REVOKED = "billhook.override_revoked"
 ENFORCEMENT_SET = "billhook.enforcement_set"
-# A subscription snapshot fetched from a provider's API (SPEC §8).
+# A subscription snapshot fetched from a provider's API (docs/operations.md).
 RECONCILED = "billhook.reconciled"
 # A reconciled snapshot ranks like an update at the same instant.
 RECONCILED_RANK = 1

@@ -8,7 +8,7 @@ Each check takes the value and the field's name as a reason shows it
 ("subscription id", "subscription items.data[0].quantity") and raises
 DecodeError("<field> is <problem>"). A reason names the field and what is
 wrong with it, never the value: quarantine reasons are shown to operators and
-must not carry payload data (SPEC §10).
+must not carry payload data (docs/entitlements.md, privacy).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Provider subscription statuses, and the status billhook normalizes each to (SPEC §5).
+"""Provider subscription statuses, and the status billhook normalizes each to.
+
+The table is in docs/entitlements.md.
 
 Shared by the Stripe and Polar decoders: both providers use these names.
 """
@@ -10,7 +12,7 @@ from typing import Any
 from billhook.domain.facts import ATTENTION_STATUSES
 from billhook.errors import DecodeError
 
-# Provider status → normalized status, before the canceling rule (SPEC §5).
+# Provider status → normalized status, before the canceling rule (docs/entitlements.md).
 NORMALIZED = {
     "trialing": "trialing",
     "active": "active",

@@ -2,7 +2,7 @@
 
 Messages carry no events and no objects, only "go": every actor is safe to
 run twice, at once in two workers, or after a crash at any point, because the
-work it does is idempotent (dramatiq's best practice; SPEC §7).
+work it does is idempotent (dramatiq's best practice; docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from billhook.config import Settings
@@ -80,14 +81,22 @@ class Actors:
     refresh: dramatiq.Actor[[str, str], None]
 
 
-def declare(broker: RedisBroker, runtime: Runtime | None) -> Actors:
-    """Declare billhook's actors on `broker` and return them (to send or to run)."""
+def declare(
+    broker: dramatiq.Broker, runtime: Runtime | None, *, client: redis.Redis | None = None
+) -> Actors:
+    """Declare billhook's actors on `broker` and return them (to send or to run).
+
+    `client` is the Redis that holds the wake-up flag and refresh outcomes:
+    by default the broker's own (a RedisBroker's); tests that run the actors
+    on dramatiq's StubBroker pass one.
+    """
+    flags = client if client is not None else cast(RedisBroker, broker).client
 
     def project_projections() -> None:
         if runtime is None:
             raise RuntimeError("project_projections runs in `billhook worker` only")
         # Clear the pending flag first: an event appended from now on sends a new wake-up.
-        broker.client.delete(PENDING_KEY)
+        flags.delete(PENDING_KEY)
         crash_point("before_apply")
         catch_up(runtime.log, runtime.store, on_batch=log_batch)
         crash_point("before_ack")
@@ -97,8 +106,8 @@ def declare(broker: RedisBroker, runtime: Runtime | None) -> Actors:
             raise RuntimeError("refresh_workspace runs in `billhook worker` only")
         outcome = refresh_outcome(runtime, workspace)
         key = refresh_result_key(request_id)
-        broker.client.rpush(key, json.dumps(outcome))
-        broker.client.expire(key, RESULT_TTL_S)
+        flags.rpush(key, json.dumps(outcome))
+        flags.expire(key, RESULT_TTL_S)
 
     project: dramatiq.Actor[[], None] = dramatiq.actor(
         broker=broker,

@@ -11,9 +11,9 @@ import os
 import signal
 from pathlib import Path
 
-# Where a worker can be told to die (see tests/worker/test_redis_worker.py).
+# Where a worker can be told to die (see tests/e2e/test_redis_worker.py).
 POINTS = ("before_apply", "before_commit", "before_ack")
-# Where `billhook replay` can: inside its swap transaction (tests/worker/test_replay_traffic.py).
+# Where `billhook replay` can: inside its swap transaction (tests/e2e/test_replay_traffic.py).
 REPLAY_POINTS = ("swap",)
 
 

@@ -1,11 +1,12 @@
-"""`billhook check-config`: the preflight before paid billing (SPEC §8).
+"""`billhook check-config`: the preflight before paid billing (docs/operations.md).
 
 Every check is a :class:`Check` — a pass or a failure with one line of detail
 that carries ids, tiers, intervals and key *kinds*, never a secret. The
 offline checks read only the settings; the online ones look each mapped Stripe
 price and Polar product up through a small port (``price`` / ``product``
 returning the provider's JSON, or None when there is no such object), which
-:class:`worker.providers.StripeSource` and :class:`~worker.providers.PolarSource`
+:class:`~billhook.providers.stripe.client.StripeSource` and
+:class:`~billhook.providers.polar.client.PolarSource`
 satisfy. Checks are yielded one by one so the CLI can print them as they come.
 """
 

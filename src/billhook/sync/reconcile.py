@@ -3,7 +3,7 @@
 A reconciliation appends one `billhook.reconciled` event per subscription
 whose API snapshot differs from the projection, and nothing when nothing
 differs, so running it twice appends nothing the second time. Every change
-still goes through the log (SPEC §1); a replay reproduces it.
+still goes through the log (docs/architecture.md); a replay reproduces it.
 """
 
 from __future__ import annotations

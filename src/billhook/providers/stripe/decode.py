@@ -2,7 +2,7 @@
 
 Snapshot events carry the object they are about in `data.object` and their
 time in `created` (Unix seconds); subscription events of the same second are
-ordered by rank (SPEC §5). Fields are checked as :mod:`billhook.providers.fields`
+ordered by rank (docs/entitlements.md). Fields are checked as :mod:`billhook.providers.fields`
 describes.
 """
 
@@ -28,7 +28,7 @@ from billhook.providers.fields import (
 )
 from billhook.providers.statuses import attention_record, known_status, normalized
 
-# Stripe subscription events; the rank orders same-second events (SPEC §5).
+# Stripe subscription events; the rank orders same-second events (docs/entitlements.md).
 STRIPE_SUBSCRIPTION_RANKS = {
     "customer.subscription.created": 0,
     "customer.subscription.updated": 1,
