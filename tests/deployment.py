@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -457,3 +458,52 @@ def shops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShopFacto
 @pytest.fixture
 def shop(shops: ShopFactory) -> Shop:
     return shops()
+
+
+# Pause between two events an Arrivals thread delivers: about 50 events/s.
+ARRIVAL_GAP_S = 0.02
+
+
+class Arrivals(threading.Thread):
+    """Delivers a first active subscription for a new workspace every ARRIVAL_GAP_S."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.acked: list[str] = []
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with self.server.client() as client:
+                n = 0
+                while not self.stopping.is_set():
+                    workspace = f"ws_live_{n}"
+                    sub = stripe_subscription(
+                        id=f"sub_live_{n}",
+                        customer=f"cus_live_{n}",
+                        metadata={"workspace_id": workspace},
+                    )
+                    body = stripe_event_body("customer.subscription.created", obj=sub, created=T0)
+                    deliver(client, body)
+                    self.acked.append(workspace)
+                    n += 1
+                    time.sleep(ARRIVAL_GAP_S)
+        except BaseException as e:
+            self.error = e
+
+    def wait_for(self, count: int) -> None:
+        wait_until(
+            lambda: len(self.acked) >= count or self.error is not None,
+            PROJECTED_TIMEOUT_S,
+            f"{count} arrivals",
+        )
+
+    def finish(self) -> list[str]:
+        self.stopping.set()
+        self.join(timeout=PROJECTED_TIMEOUT_S)
+        assert not self.is_alive(), "the sender did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.acked

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import redis
@@ -32,10 +31,10 @@ from tests.deployment import (
     PROJECTED_TIMEOUT_S,
     ROOT,
     T0,
+    Arrivals,
     Processes,
     Server,
     clean_digest,
-    deliver,
     live_digest,
     log_head,
     run_cli,
@@ -47,8 +46,6 @@ from tests.deployment import (
 # Events already in the log: enough that a rebuild and its comparison take seconds.
 FILLER_EVENTS = 30_000
 FILLER_WORKSPACES = 3_000
-# Pause between two arriving events: about 50 events/s, as in the report of the defect.
-ARRIVAL_GAP_S = 0.02
 # Events that must arrive while the replay runs for the test to mean anything.
 MIN_DURING_REPLAY = 5
 NO_CHANGE = "0 workspace(s) would change (tier/source/status); nothing swapped"
@@ -72,51 +69,6 @@ def _write_filler(settings: Settings) -> None:
         log.append_batch([stripe_record(body) for body in bodies])
     finally:
         log.close()
-
-
-class Arrivals(threading.Thread):
-    """Delivers a first active subscription for a new workspace every ARRIVAL_GAP_S."""
-
-    def __init__(self, server: Server) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-        self.acked: list[str] = []
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with self.server.client() as client:
-                n = 0
-                while not self.stopping.is_set():
-                    workspace = f"ws_live_{n}"
-                    sub = stripe_subscription(
-                        id=f"sub_live_{n}",
-                        customer=f"cus_live_{n}",
-                        metadata={"workspace_id": workspace},
-                    )
-                    body = stripe_event_body("customer.subscription.created", obj=sub, created=T0)
-                    deliver(client, body)
-                    self.acked.append(workspace)
-                    n += 1
-                    time.sleep(ARRIVAL_GAP_S)
-        except BaseException as e:
-            self.error = e
-
-    def wait_for(self, count: int) -> None:
-        wait_until(
-            lambda: len(self.acked) >= count or self.error is not None,
-            PROJECTED_TIMEOUT_S,
-            f"{count} arrivals",
-        )
-
-    def finish(self) -> list[str]:
-        self.stopping.set()
-        self.join(timeout=PROJECTED_TIMEOUT_S)
-        assert not self.is_alive(), "the sender did not stop"
-        if self.error is not None:
-            raise self.error
-        return self.acked
 
 
 def _replay(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
