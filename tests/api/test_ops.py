@@ -338,7 +338,7 @@ def test_billhook_worker_logs_one_line_per_applied_batch(
     assert batches[-1]["last_seq"] == head
     assert sum(batch["count"] for batch in batches) == head
     for batch in batches:
-        assert batch["logger"] == "billhook.projector"
+        assert batch["logger"] == "billhook.projections.projector"
         assert batch["first_seq"] <= batch["last_seq"]
         assert batch["applied"] + batch["skipped"] + batch["quarantined"] == batch["count"]
         assert batch["latency_ms"] >= 0

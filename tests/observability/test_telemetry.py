@@ -42,8 +42,8 @@ class Lines(logging.Handler):
 
 @pytest.fixture
 def lines() -> Iterator[Lines]:
-    """Records of the `billhook.http` logger at INFO, whatever the process configured."""
-    logger = logging.getLogger("billhook.http")
+    """Records of the request logger at INFO, whatever the process configured."""
+    logger = logging.getLogger("billhook.observability.telemetry")
     handler, level = Lines(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -61,7 +61,7 @@ def _run_until_projected(
 def test_a_storage_fault_is_logged_and_the_batch_applied_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="billhook.projector"):
+    with caplog.at_level(logging.WARNING, logger="billhook.runners.embedded"):
         store, seq, failures = _run_until_projected(
             tmp_path, monkeypatch, sqlite3.OperationalError("disk I/O error")
         )
@@ -79,7 +79,7 @@ def test_a_storage_fault_is_logged_and_the_batch_applied_later(
 def test_a_bug_on_one_event_quarantines_it_and_the_projector_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="billhook.projector"):
+    with caplog.at_level(logging.WARNING, logger="billhook.runners.embedded"):
         store, seq, failures = _run_until_projected(
             tmp_path, monkeypatch, RuntimeError("a bug that quotes jane@example.com")
         )

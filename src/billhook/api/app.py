@@ -45,7 +45,7 @@ from billhook.runners.actors import declare
 from billhook.runners.broker import RedisWaker, make_broker
 from billhook.runners.embedded import EmbeddedProjector, wait_until_projected
 
-logger = logging.getLogger("billhook.http")
+logger = logging.getLogger(__name__)
 
 # Most bytes a request line and its headers may take (h11's default is 16 KiB); httptools
 # alone buffers any amount. Provider deliveries and API calls send a few hundred.

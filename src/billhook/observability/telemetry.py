@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billhook.observability.metrics import Metrics
 
-logger = logging.getLogger("billhook.http")
+logger = logging.getLogger(__name__)
 
 # Webhook paths: an unexpected failure there answers 503 so the provider retries.
 WEBHOOK_PREFIX = "/webhooks/"

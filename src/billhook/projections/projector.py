@@ -16,7 +16,7 @@ from billhook.projections.store import ProjectionStore
 from billhook.providers.decode import PROJECTED_TYPES
 
 # Where every process (web or `billhook worker`) logs its projection batches.
-projector_logger = logging.getLogger("billhook.projector")
+projector_logger = logging.getLogger(__name__)
 # Events read and applied per transaction.
 BATCH_SIZE = 1000
 

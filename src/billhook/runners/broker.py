@@ -19,7 +19,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import DramatiqError
 
-logger = logging.getLogger("billhook.broker")
+logger = logging.getLogger(__name__)
 
 # dramatiq's key prefix in Redis.
 NAMESPACE = "billhook"

@@ -20,7 +20,7 @@ from billhook.projections.projector import catch_up, log_batch
 from billhook.projections.store import ProjectionStore
 from billhook.runners.replay import rebuild_if_outdated
 
-logger = logging.getLogger("billhook.projector")
+logger = logging.getLogger(__name__)
 
 # How often the projector looks at the log even without a wake-up.
 POLL_INTERVAL_S = 1.0

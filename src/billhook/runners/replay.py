@@ -100,7 +100,7 @@ def replay(
     return changes
 
 
-logger = logging.getLogger("billhook.replay")
+logger = logging.getLogger(__name__)
 
 
 def rebuild_if_outdated(log: EventLog, store: ProjectionStore, settings: Settings) -> bool:

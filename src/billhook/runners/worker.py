@@ -25,7 +25,7 @@ from billhook.runners.broker import make_broker
 from billhook.runners.faults import crash_point
 from billhook.runners.replay import rebuild_if_outdated
 
-logger = logging.getLogger("billhook.worker")
+logger = logging.getLogger(__name__)
 
 # How often a worker catches up from the log without being told to.
 CATCH_UP_INTERVAL_S = 2.0
