@@ -1,18 +1,16 @@
-"""The baselines of the benchmarks: the least a Starlette endpoint can do.
+"""The baselines of the ratios: the least a Starlette endpoint can do.
 
-One POST route that reads the whole body and answers a small JSON object (the
-ingest benchmark's baseline), and one GET route at the path of the
-entitlement API that answers a small JSON object (the reads benchmark's),
-served by uvicorn with exactly the settings `billhook serve` uses (one
-process, the default loop, billhook's bounded HTTP protocol and connection
-limit, no access log, warnings only), so the ratio measures billhook's own work and nothing else.
-
-Run it as `python -m bench.minimal_app --port PORT`.
+A POST route that reads the whole body and answers a small JSON object
+(ingest's baseline) and a GET route at the entitlement API's path that
+answers one without looking anything up (reads'), served by uvicorn with the
+settings of `billhook serve` (one process, billhook's bounded HTTP protocol
+and connection limit, no access log, warnings only): a ratio then measures
+billhook's own work. `python -m bench.minimal_app --port PORT`.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 
 import uvicorn
 from starlette.applications import Starlette
@@ -25,13 +23,11 @@ from billhook.config import Settings
 
 
 async def receive(request: Request) -> Response:
-    """Read the body in full, then acknowledge it with a small JSON answer."""
     body = await request.body()
     return JSONResponse({"status": "accepted", "bytes": len(body)})
 
 
 async def read(request: Request) -> Response:
-    """Answer a small JSON object about the workspace in the path, looking nothing up."""
     return JSONResponse({"workspace_id": request.path_params["workspace_id"], "tier": "solo"})
 
 
@@ -42,16 +38,12 @@ app = Starlette(
     ]
 )
 
-
-def main(argv: list[str] | None = None) -> None:
-    """Serve :data:`app` on 127.0.0.1 with the uvicorn settings of `billhook serve`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
+if __name__ == "__main__":
+    port = int(sys.argv[sys.argv.index("--port") + 1])
     uvicorn.run(
         app,
         host="127.0.0.1",
-        port=args.port,
+        port=port,
         log_config=None,
         log_level="warning",
         access_log=False,
@@ -59,7 +51,3 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=10,
         **uvicorn_options(Settings()),
     )
-
-
-if __name__ == "__main__":
-    main()

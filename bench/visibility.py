@@ -1,469 +1,311 @@
-"""Visibility benchmark (SPEC §11): ack → visible in the entitlement API at 500 events/s.
+"""Ack → visible in the entitlement API, p99 at 500 events/s (SPEC §11), embedded or via Redis.
 
-A `billhook serve` (embedded projector, the default) runs on core 0 with a
-read token, a Stripe secret and a price map. It is first fed, through its
-webhook path, one `customer.subscription.created` event for each of
-`--workspaces` workspaces, and left to project them. Then
-bench/visibility_load.py, in a process of its own on core 1, sends signed
-`customer.subscription.updated` events at a constant `--rate` (open loop) for
-`--duration` seconds, each changing a workspace's seat count and status, and
-measures for every acknowledged event how long after its 2xx ack GET
-entitlements reflects it (`as_of_seq` of a poll reaching the ack's `seq`).
-
-The figure is the p99 of ack → visible over all the run's events; the
-resolution of each is one poll cycle (reported with the figures).
+`billhook serve` runs on core 0 with its embedded projector (`visibility`), or
+with `[redis] url` and a `billhook worker` beside it (`redis_visibility`). Each
+of `--workspaces` workspaces is created through the webhook path first; then
+bench/loadgen.py, pinned to core 1, sends signed updates open-loop at `--rate`
+and times, for each 2xx ack, when GET entitlements' `as_of_seq` reaches its
+`seq`. Afterwards every workspace is compared with its last event.
+bench/ingest_latency.py runs the same load unwatched.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import secrets
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from bench.entitlements import (
-    base_url,
-    billhook_command,
-    billhook_toml,
-    feed,
-    percentile,
-    wait_projected,
-)
-from bench.report import (
-    Figure,
-    code_version,
-    command_line,
-    fail,
-    filesystem_of,
-    finish,
-    machine,
-    now_utc,
-    server_stack,
-)
-from bench.subscriptions import event_body, period_end_from_now
-from bench.tools import (
-    LOADGEN_CORE,
-    RESULTS,
-    BenchError,
-    CpuSample,
-    ensure_cores,
-    free_port,
-    int_between,
-    pinned,
-    sample_cpu,
-    scratch_dir,
-    serve,
-)
-from bench.visibility_load import initial_state
+import httpx
 
-TARGET_P99_MS = 100.0
-# The load generator may take this long on top of its run (building, signing, final check).
-LOADGEN_EXTRA_S = 180
+from bench import harness
+from billhook.testing.servers import RedisServer, free_port, redis_answers, redis_client
+
+NAMES = ("visibility", "redis_visibility")
+FULL = {"rate": 500, "duration": 20, "workspaces": 1000, "connections": 64, "poll_interval": 2.0}
+QUICK = {"duration": 3, "workspaces": 200}
+# The benchmarks of this open-loop load: summary row, the latency it measures, target (ms).
+KINDS = {
+    "visibility": ("visible_embedded", "visible_ms", 100.0, "Ack → visible at {rate} events/s,"
+                   " embedded projector"),
+    "redis_visibility": ("visible_redis", "visible_ms", 250.0, "Ack → visible at {rate}"
+                         " events/s, via Redis and `billhook worker`"),
+    "ingest_latency": ("ingest_p99", "ack_ms", 20.0, "Ingest latency: send → durable ack at"
+                       " {rate:,} events/s"),
+}  # fmt: skip
+# Never db 0: the benchmark flushes its db before and after.
+REDIS_URL = "redis://127.0.0.1:6379/14"
 # The achieved send rate must be this close to the asked one for the run to count.
 RATE_TOLERANCE = 0.05
+LOADGEN_EXTRA_S = 180
+WAKEUPS = re.compile(r"^billhook_wakeups_sent_total ([0-9.e+]+)$", re.MULTILINE)
+# The statuses the load turns through: all keep the tier, so the seat count always shows.
+STATUS_CYCLE = (("active", False), ("past_due", False), ("trialing", False), ("active", True))
+
+
+def initial_sub(n: int) -> harness.Sub:
+    """What workspace `n` is created with before the load: active, one seat."""
+    return harness.Sub(f"ws_{n:06d}")
+
+
+def load_sub(i: int, workspaces: int) -> harness.Sub:
+    """What event `i` of the load says: seats up by one, status turning, on workspace i % N."""
+    n, turn = i % workspaces, i // workspaces
+    status, cancel = STATUS_CYCLE[(turn + n) % len(STATUS_CYCLE)]
+    return harness.Sub(f"ws_{n:06d}", status=status, quantity=2 + turn, cancel=cancel)
 
 
 @dataclass(frozen=True)
-class Options:
-    rate: int
-    duration_s: int
-    workspaces: int
-    connections: int
-    poll_interval_ms: float
-    write_docs: bool
-    # Poll for visibility during the load (bench/ingest_latency.py turns it off).
-    watch: bool = True
+class Run:
+    """What the load generator measured, the CPU shares, and the checks after the load."""
 
+    out: dict[str, Any]
+    server: float
+    server_loop: float
+    worker: float | None
+    loadgen: float
+    noise: tuple[float, float]
+    mismatches: list[str]
+    wakeups: float | None
 
-@dataclass(frozen=True)
-class Result:
-    """The load generator's measurements, summarized."""
+    def q(self, series: str, p: float) -> float:
+        return harness.percentile(self.out[series], p)
 
-    raw: dict[str, Any]
-    server_cpu: float
-    server_loop_cpu: float
-    others_server_core: float
-    others_loadgen_core: float
-
-    def visible(self, q: float) -> float:
-        return percentile(self.raw["visible_ms"], q)
-
-    def ack(self, q: float) -> float:
-        return percentile(self.raw["ack_ms"], q)
-
-    def lag(self, q: float) -> float:
-        return percentile(self.raw["send_lag_ms"], q)
-
-    def cycle(self, q: float) -> float:
-        return percentile(self.raw["poll_cycle_ms"], q)
-
-    def rtt(self, q: float) -> float:
-        return percentile(self.raw["poll_rtt_ms"], q)
+    def spread(self, series: str) -> str:
+        """p50 / p95 / p99 / max of a latency series, in ms."""
+        values = self.out[series]
+        return " / ".join(f"{harness.percentile(values, p):.2f}" for p in (50, 95, 99, 100)) + " ms"
 
     @property
     def send_rate(self) -> float:
-        """Events sent per second, first to last send."""
-        span = self.raw["last_send_s"] - self.raw["first_send_s"]
-        return (self.raw["sent"] - 1) / span if span > 0 else 0.0
-
-    @property
-    def loadgen_cpu(self) -> float:
-        """The load generator's share of its core over its run."""
-        wall: float = self.raw["wall_s"]
-        return float(self.raw["cpu_s"]) / wall if wall > 0 else 0.0
-
-    @property
-    def unanswered(self) -> int:
-        r = self.raw
-        return int(r["sent"] - r["acked"] - r["non_2xx"] - r["errors"])
-
-    def met(self) -> bool:
-        return self.visible(99) < TARGET_P99_MS
+        span = self.out["last_send_s"] - self.out["first_send_s"]
+        return (self.out["sent"] - 1) / span if span > 0 else 0.0
 
 
-def add_load_options(parser: argparse.ArgumentParser, rate: int = 500) -> None:
-    """The load's options (default `rate` events/s), shared with the other open-loop benchmarks."""
-    parser.add_argument("--rate", type=int_between(1, 10_000), default=rate, metavar="EVENTS_S")
-    parser.add_argument("--duration", type=int_between(1, 600), default=20, metavar="SECONDS")
-    parser.add_argument("--workspaces", type=int_between(1, 100_000), default=1000, metavar="N")
-    parser.add_argument("--connections", type=int_between(1, 1024), default=64, metavar="N")
-    parser.add_argument(
-        "--poll-interval", type=float, default=2.0, metavar="MS", help="rest between polls"
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", type=int, metavar="EVENTS_S")
+    parser.add_argument("--duration", type=int, metavar="SECONDS")
+    parser.add_argument("--workspaces", type=int, metavar="N")
+    parser.add_argument("--connections", type=int, metavar="N")
+    parser.add_argument("--poll-interval", type=float, metavar="MS", help="rest between polls")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="redis_visibility only")
+
+
+@contextlib.contextmanager
+def redis_db(url: str, work: Path) -> Iterator[str]:
+    """A flushed Redis db at `url` (or, when none answers at the default, a redis-server of
+    our own), flushed again afterwards."""
+    if urlsplit(url).path.strip("/") in ("", "0"):
+        raise harness.BenchError(f"{url}: the benchmark flushes its db, so not db 0")
+    with contextlib.ExitStack() as stack:
+        if not redis_answers(url):
+            if url != REDIS_URL:
+                raise harness.BenchError(f"no Redis answers at {url}")
+            own = RedisServer(
+                harness.ensure_tool("redis-server", "redis-server"), free_port(), work
+            )
+            own.start()
+            stack.callback(own.stop)
+            url = own.url(14)
+        with redis_client(url) as client:
+            client.flushdb()
+        try:
+            yield url
+        finally:
+            with redis_client(url) as client:
+                client.flushdb()
+
+
+def wakeups_sent(url: str) -> float:
+    """`billhook_wakeups_sent_total` from the server's /metrics."""
+    found = WAKEUPS.search(httpx.get(f"{url}/metrics", timeout=10).text)
+    if found is None:
+        raise harness.BenchError("/metrics has no billhook_wakeups_sent_total")
+    return float(found.group(1))
+
+
+def run_loadgen(plan: dict[str, Any]) -> dict[str, Any]:
+    """bench/loadgen.py on the load generator's core; what it measured."""
+    harness.ensure_module("aiohttp")
+    command = [sys.executable, "-m", "bench.loadgen", json.dumps(plan)]
+    timeout = plan["duration"] + LOADGEN_EXTRA_S
+    measured: dict[str, Any] = json.loads(
+        harness.run_pinned("the load generator", harness.LOADGEN_CORE, command, timeout)
     )
+    return measured
 
 
-def parse_options(argv: Sequence[str]) -> Options:
-    """Options from the command line (`python -m bench visibility --help`)."""
-    parser = argparse.ArgumentParser(prog="python -m bench visibility", description=__doc__)
-    add_load_options(parser)
-    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
-    return load_options(parser, parser.parse_args(list(argv)))
-
-
-def load_options(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, *, watch: bool = True
-) -> Options:
-    """Options from parsed `add_load_options` arguments and `--no-docs`."""
-    if not 0 < args.poll_interval <= 100:
-        parser.error("--poll-interval must be in (0, 100] ms")
-    return Options(
-        args.rate,
-        args.duration,
-        args.workspaces,
-        args.connections,
-        args.poll_interval,
-        not args.no_docs,
-        watch,
-    )
-
-
-def feed_initial(url: str, token: str, secret: str, options: Options, run_id: str) -> int:
-    """Create every workspace's subscription through the webhook path; wait until projected."""
-    period_end = period_end_from_now()
-    created = int(time.time()) - 2 * 86_400
-    bodies = [
-        event_body(
-            initial_state(n),
-            event_id=f"evt_{run_id}_created_{n:06d}",
-            event_type="customer.subscription.created",
-            created=created,
-            period_end=period_end,
-        )
-        for n in range(options.workspaces)
-    ]
-    top = feed(url, bodies, secret)
-    wait_projected(url, token, top)
-    return created
-
-
-def run_load(
-    url: str, token: str, secret: str, options: Options, created: int, work: Path, run_id: str
-) -> dict[str, Any]:
-    """Run bench/visibility_load.py on the load generator's core; its measurements."""
-    out = work / "load.json"
-    command = [
-        sys.executable,
-        *("-m", "bench.visibility_load", "--url", url, "--token", token, "--secret", secret),
-        *("--workspaces", str(options.workspaces), "--rate", str(options.rate)),
-        *("--duration", str(options.duration_s), "--created-base", str(created)),
-        *("--period-end", str(period_end_from_now()), "--connections", str(options.connections)),
-        *("--poll-interval", str(options.poll_interval_ms / 1000), "--run-id", run_id),
-        *("--out", str(out)),
-        *(() if options.watch else ("--no-watch",)),
-    ]
-    timeout = options.duration_s + LOADGEN_EXTRA_S
-    try:
-        done = subprocess.run(
-            pinned(LOADGEN_CORE, command),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"the load generator did not finish within {timeout} s") from None
-    if done.returncode != 0 or not out.exists():
-        detail = (done.stderr.strip().splitlines() or ["(no output)"])[-1][:200]
-        raise BenchError(f"the load generator exited with status {done.returncode}: {detail}")
-    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    return result
-
-
-def measure(options: Options) -> Result:
-    """Start billhook, feed it, load it; the load generator's measurements and the server's CPU."""
-    token = "bench-read-" + secrets.token_hex(16)
-    secret = "whsec_bench_" + secrets.token_hex(16)
+def measure(args: argparse.Namespace, *, redis: bool, watch: bool) -> Run:
+    """Serve billhook (and its worker), create the workspaces, run the load, check the end."""
+    token, secret = "bench-read-" + secrets.token_hex(16), "whsec_bench_" + secrets.token_hex(16)
     run_id = secrets.token_hex(5)
-    with scratch_dir("visibility-") as work:
-        config = work / "billhook.toml"
-        config.write_text(billhook_toml(work / "data", secret=secret, token=token), "utf-8")
+    with harness.scratch_dir("latency-") as work, contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_db(args.redis_url, work)) if redis else None
+        config = harness.bench_config(work, secret=secret, token=token, redis_url=redis_url)
         port = free_port()
-        url = base_url(port)
-        with serve(billhook_command(config, port), port, work / "server.log") as server:
-            print(
-                f"creating {options.workspaces:,} workspaces through the webhook path", flush=True
-            )
-            created = feed_initial(url, token, secret, options, run_id)
-            print(
-                f"load: {options.rate}/s for {options.duration_s} s from core {LOADGEN_CORE}",
-                flush=True,
-            )
-            before: CpuSample = sample_cpu(server.pid)
-            raw = run_load(url, token, secret, options, created, work, run_id)
-            after = sample_cpu(server.pid)
-    # The server's share of core 0 while the load ran; the rest of the interval it idled
-    # (the load generator builds its events first and checks every workspace after).
-    busy_s = max(raw["wall_s"], 1e-9)
-    wall = max(after.wall_s - before.wall_s, 1e-9)
-    server_s = after.server_s - before.server_s
-    return Result(
-        raw=raw,
-        server_cpu=server_s / busy_s,
-        server_loop_cpu=(after.server_loop_s - before.server_loop_s) / busy_s,
-        others_server_core=max(after.server_core_s - before.server_core_s - server_s, 0.0) / wall,
-        others_loadgen_core=max(
-            after.loadgen_core_s - before.loadgen_core_s - raw["process_cpu_s"], 0.0
+        url = f"http://127.0.0.1:{port}"
+        server = stack.enter_context(
+            harness.serve(harness.billhook_command(config, port), work / "server.log", port)
         )
-        / wall,
+        pids = [server]
+        if redis:
+            worker = [sys.executable, "-m", "billhook", "worker", "--config", str(config)]
+            worker += ["--threads", "1", "--log-level", "warning"]
+            pids.append(stack.enter_context(harness.serve(worker, work / "worker.log")))
+        print(f"creating {args.workspaces:,} workspaces through the webhook path", flush=True)
+        created = int(time.time()) - 2 * 86_400
+        subs = [initial_sub(n) for n in range(args.workspaces)]
+        harness.feed(url, token, secret, subs, "created", created)
+        plan = {k: getattr(args, k) for k in ("workspaces", "rate", "duration", "connections")}
+        plan |= {"url": url, "token": token, "secret": secret, "run_id": run_id}
+        plan["poll_interval_s"] = args.poll_interval / 1000
+        plan |= {"created": created, "watch": watch}
+        print(
+            f"load: {args.rate}/s for {args.duration} s from core {harness.LOADGEN_CORE}",
+            flush=True,
+        )
+        sent_before = wakeups_sent(url) if redis else 0.0
+        before = harness.Cpu.now(*pids)
+        out = run_loadgen(plan)
+        used = before.until(harness.Cpu.now(*pids))
+        wakeups = wakeups_sent(url) - sent_before if redis else None
+        if not watch:
+            harness.wait_projected(url, token, out["top_seq"])
+        last = {f"ws_{n:06d}": initial_sub(n) for n in range(args.workspaces)}
+        for i in range(out["sent"]):
+            last[load_sub(i, args.workspaces).workspace] = load_sub(i, args.workspaces)
+        mismatches = harness.check_all(url, token, last)
+    busy = max(float(out["load_wall_s"]), 1e-9)
+    return Run(
+        out=out,
+        server=used.procs[0] / busy,
+        server_loop=used.loop / busy,
+        worker=used.procs[1] / busy if redis else None,
+        loadgen=out["load_cpu_s"] / busy,
+        noise=used.others(sum(used.procs), used.children),
+        mismatches=mismatches,
+        wakeups=wakeups,
     )
 
 
-def problems_of(r: Result, options: Options) -> list[str]:
-    raw = r.raw
+def problems(r: Run, rate: int) -> list[str]:
+    """What makes the run doubtful or shows billhook misbehaving; empty when nothing does."""
+    o = r.out
+    unanswered = o["sent"] - o["acked"] - o["non_2xx"] - o["errors"]
     checks = [
-        (raw["non_2xx"] > 0, f"{raw['non_2xx']} deliveries answered non-2xx"),
-        (raw["errors"] > 0, f"{raw['errors']} deliveries failed (connection errors/timeouts)"),
-        (bool(raw["error_samples"]), "first failures: " + "; ".join(raw["error_samples"])),
-        (r.unanswered > 0, f"{r.unanswered} deliveries never answered"),
-        (raw["unresolved"] > 0, f"{raw['unresolved']} acked events never became visible"),
-        (raw["poll_errors"] > 0, f"{raw['poll_errors']} polls failed"),
+        (o["non_2xx"], f"{o['non_2xx']} deliveries answered non-2xx"),
+        (o["errors"], f"{o['errors']} deliveries failed: " + "; ".join(o["error_samples"])),
+        (unanswered, f"{unanswered} deliveries never answered"),
+        (o["unresolved"], f"{o['unresolved']} acked events never became visible"),
+        (o["poll_errors"], f"{o['poll_errors']} polls failed"),
         (
-            abs(r.send_rate - options.rate) > RATE_TOLERANCE * options.rate,
-            f"sent {r.send_rate:,.0f} events/s, not the {options.rate}/s asked",
+            abs(r.send_rate - rate) > RATE_TOLERANCE * rate,
+            f"sent {r.send_rate:,.0f}/s, not {rate}/s",
         ),
         (
-            bool(raw["sample_failures"]),
-            f"{len(raw['sample_failures'])} read-backs missed their event's change: "
-            + "; ".join(raw["sample_failures"][:3]),
+            o["sample_failures"],
+            "read-backs missed their change: " + "; ".join(o["sample_failures"][:3]),
         ),
-        (
-            bool(raw["final_mismatches"]),
-            f"{len(raw['final_mismatches'])} workspaces differ from their last event: "
-            + "; ".join(raw["final_mismatches"][:3]),
-        ),
+        (r.mismatches, f"{len(r.mismatches)} workspaces differ: " + "; ".join(r.mismatches[:3])),
     ]
     return [message for failed, message in checks if failed]
 
 
-def summary_lines(r: Result, options: Options) -> list[str]:
-    raw = r.raw
-    verdict = "met" if r.met() else "MISSED"
-    return [
-        "",
-        f"visibility: {options.rate} events/s asked, {options.duration_s} s,"
-        f" {options.workspaces:,} workspaces; sent {raw['sent']:,} at {r.send_rate:,.1f}/s"
-        f" (send lag behind schedule p99 {r.lag(99):.2f} ms), {raw['acked']:,} acked",
-        f"  ack -> visible  p50 {r.visible(50):6.2f} ms  p95 {r.visible(95):6.2f} ms"
-        f"  p99 {r.visible(99):6.2f} ms  max {max(raw['visible_ms'], default=0):6.2f} ms;"
-        f" target p99 < {TARGET_P99_MS:.0f} ms: {verdict}",
-        f"  send -> ack     p50 {r.ack(50):6.2f} ms  p95 {r.ack(95):6.2f} ms"
-        f"  p99 {r.ack(99):6.2f} ms",
-        f"  resolution: poll cycle p50 {r.cycle(50):.2f} ms p99 {r.cycle(99):.2f} ms"
-        f" ({raw['polls']:,} polls, RTT p50 {r.rtt(50):.2f} ms)",
-        f"  CPU: server {r.server_cpu:.0%} ({r.server_loop_cpu:.0%} event loop) of core 0,"
-        f" load generator {r.loadgen_cpu:.0%} of core 1; others {r.others_server_core:.0%}"
-        f"/{r.others_loadgen_core:.0%}",
-        f"  read-backs: {raw['sampled']:,} sampled, {len(raw['sample_failures'])} missed;"
-        f" final check: {raw['final_checked']:,} workspaces,"
-        f" {len(raw['final_mismatches'])} differ",
-    ]
-
-
-def sent_rows(r: Result, options: Options) -> list[str]:
-    """Table rows of every open-loop section: what was sent and acked, at what rate."""
-    raw = r.raw
-    return [
-        f"| events sent / acked (2xx) | {raw['sent']:,} / {raw['acked']:,} |",
-        f"| achieved send rate (first to last send) | {r.send_rate:,.1f} events/s"
-        f" (asked {options.rate}/s; send lag behind schedule p50 {r.lag(50):.2f} ms,"
-        f" p99 {r.lag(99):.2f} ms) |",
-    ]
-
-
-def ack_row(r: Result, bold: bool = False) -> str:
-    """The table row of send → ack latencies (the p99 in bold when it is the figure)."""
-    p99 = f"**{r.ack(99):.2f}**" if bold else f"{r.ack(99):.2f}"
-    return (
-        f"| {'**send → ack** (durable)' if bold else 'send → ack (durable)'} p50 / p95 / p99 / max"
-        f" | {r.ack(50):.2f} / {r.ack(95):.2f} / {p99} / {max(r.raw['ack_ms'], default=0):.2f} ms |"
+def load_lines(args: argparse.Namespace, redis: bool, watch: bool) -> list[str]:
+    """How the server ran and how the load was sent, for the method list."""
+    server = (
+        "`billhook serve` with `[redis] url` (the receiver sends coalesced dramatiq wake-ups)"
+        f" and `billhook worker --threads 1`, both pinned to core 0; Redis at {args.redis_url}"
+        " (unless none answered there: a redis-server of its own), flushed before and after,"
+        " not pinned (its CPU counts as noise)"
+        if redis
+        else "`billhook serve` with its default settings (embedded projector on), pinned to core 0"
     )
-
-
-def visible_rows(r: Result) -> list[str]:
-    """Table rows of ack → visible latencies and the resolution they were measured at."""
-    raw = r.raw
     return [
-        f"| **ack → visible** p50 / p95 / p99 / max | {r.visible(50):.2f} / {r.visible(95):.2f}"
-        f" / **{r.visible(99):.2f}** / {max(raw['visible_ms'], default=0):.2f} ms |",
-        f"| resolution: poll cycle p50 / p99 | {r.cycle(50):.2f} / {r.cycle(99):.2f} ms"
-        f" ({raw['polls']:,} polls, round trip p50 {r.rtt(50):.2f} ms) |",
-    ]
-
-
-def check_rows(r: Result) -> list[str]:
-    """Table rows of the correctness checks: read-backs (when watched) and the final check."""
-    raw = r.raw
-    return [
+        f"Server: {server}; a read token, a Stripe secret and the test price map;"
+        f" {harness.server_stack()}.",
+        f"Data: {args.workspaces:,} workspaces, each created through `POST /webhooks/stripe`"
+        " and projected before the load.",
+        "Load: bench/loadgen.py (asyncio on uvloop, aiohttp, up to"
+        f" {args.connections} keep-alive connections) pinned to core 1, sending signed"
+        f" `customer.subscription.updated` events open-loop at {args.rate}/s for"
+        f" {args.duration} s (event *i* due at start + *i*/rate), each changing a workspace's"
+        " seats and status; afterwards every workspace is compared with its last event.",
         *(
             [
-                f"| read-backs of sampled events / missed | {raw['sampled']:,}"
-                f" / {len(raw['sample_failures'])} |"
+                "Measure: for each 2xx ack (its `seq`), the time until a poll of"
+                " `GET /v1/workspaces/ws_probe/entitlements` answers with `as_of_seq` ≥ that seq;"
+                f" one poller resting {args.poll_interval:g} ms between polls, so each figure may"
+                " overstate the delay by up to one poll cycle (below), never understate it; one"
+                " event in 20 is also read back from its own workspace."
             ]
-            if raw["polls"]
-            else []
+            if watch
+            else [
+                "Measure: each event's time from its send to its 2xx, given once its row is"
+                " committed with `synchronous=FULL`; nothing polls the API during the load."
+            ]
         ),
-        f"| workspaces checked after the load / differing | {raw['final_checked']:,}"
-        f" / {len(raw['final_mismatches'])} |",
     ]
 
 
-# What a visibility figure's resolution means, for the sections that report one.
-RESOLUTION_NOTE = (
-    "Resolution: an event counts as visible when the first poll that shows it answers, so"
-    " each figure may overstate the true delay by up to one poll cycle (above), never"
-    " understate it."
-)
-
-
-def noise(r: Result) -> str:
-    """Other processes' shares of cores 0 and 1 during the run, e.g. `2%/35%`."""
-    return f"{r.others_server_core:.0%}/{r.others_loadgen_core:.0%}"
-
-
-def problems_line(problems: Sequence[str]) -> str:
-    """The closing line of a section."""
-    return "Problems: " + ("; ".join(problems) if problems else "none.")
-
-
-def document(r: Result, options: Options, problems: Sequence[str], command: str) -> str:
-    """The visibility section of docs/performance.md."""
-    verdict = "**met**" if r.met() else "**missed**"
-    lines = [
-        "## Visibility: ack → visible in the entitlement API at 500 events/s (embedded projector)",
-        "",
-        f"Measured {now_utc()} with `{command}` (part of `make bench`)."
-        f" Target (SPEC §11): p99 < {TARGET_P99_MS:.0f} ms embedded, {verdict}.",
-        "",
-        f"- Machine: {machine()}; data dir on {filesystem_of(RESULTS)}.",
-        f"- Code: {code_version()}; `billhook serve` with its default settings (embedded"
-        " projector on, no Redis), a read token, a Stripe secret and a price map;"
-        f" {server_stack()}; one process, pinned to core 0 (`taskset -c 0`).",
-        f"- Data: {options.workspaces:,} workspaces, each created first through"
-        " `POST /webhooks/stripe` (`customer.subscription.created`, team, 1 seat) and"
-        " projected before the load.",
-        load_item(options),
-        "- Measure: for each 2xx ack (its `seq`), the time until a poll of"
-        " `GET /v1/workspaces/ws_probe/entitlements` answers with `as_of_seq` ≥ that seq"
-        " (`as_of_seq` is the projection checkpoint the answer was read at). One poller on its"
-        f" own connection, resting {options.poll_interval_ms:g} ms between polls while any"
-        " ack is pending; a poll resolves every pending ack at or below its `as_of_seq`,"
-        " measured to the poll answer's arrival. One event in 20 is also read back from its"
-        " own workspace (its change must show), and after the load every workspace is"
-        " compared with the last event sent about it.",
-        "",
-        "| figure | value |",
-        "|---|---|",
-        *sent_rows(r, options),
-        visible_rows(r)[0],
-        ack_row(r),
-        visible_rows(r)[1],
-        *check_rows(r),
-        f"| CPU: server (its event loop) of core 0 / load generator of core 1 |"
-        f" {r.server_cpu:.0%} ({r.server_loop_cpu:.0%}) / {r.loadgen_cpu:.0%} |",
-        f"| CPU of other processes, core 0 / core 1 | {r.others_server_core:.0%}"
-        f" / {r.others_loadgen_core:.0%} |",
-        "",
-        RESOLUTION_NOTE,
-        "",
-        problems_line(problems),
-    ]
-    return "\n".join(lines)
-
-
-def load_item(options: Options) -> str:
-    """The list item of a section saying how the open-loop load was sent."""
-    return (
-        "- Load: bench/visibility_load.py (asyncio on uvloop, a lean keep-alive HTTP/1.1"
-        f" client in bench/rawhttp.py, up to {options.connections} keep-alive connections) in"
-        " its own process pinned to core 1, sending signed `customer.subscription.updated`"
-        f" events open-loop at {options.rate}/s for {options.duration_s} s (event *i* due at"
-        " start + *i*/rate, whatever the earlier ones did); each updates the next workspace in"
-        " turn (seat count +1, status turning between active, past_due, trialing and"
-        " canceling, `created` one second after the previous event's), so each changes what"
-        " GET entitlements answers."
+def values(r: Run, args: argparse.Namespace, watch: bool) -> dict[str, str]:
+    """The figures of a run, label → text."""
+    o = r.out
+    rows = {
+        "events sent / acked (2xx)": f"{o['sent']:,} / {o['acked']:,}",
+        "achieved send rate": f"{r.send_rate:,.1f}/s (asked {args.rate}/s; send lag p99"
+        f" {r.q('send_lag_ms', 99):.2f} ms)",
+        "send → ack p50 / p95 / p99 / max": r.spread("ack_ms"),
+    }
+    if watch:
+        rows["ack → visible p50 / p95 / p99 / max"] = r.spread("visible_ms")
+        rows["resolution: poll cycle p50 / p99"] = (
+            f"{r.q('poll_cycle_ms', 50):.2f} / {r.q('poll_cycle_ms', 99):.2f} ms"
+            f" ({o['polls']:,} polls, round trip p50 {r.q('poll_rtt_ms', 50):.2f} ms)"
+        )
+        rows["read-backs / missed"] = f"{o['sampled']:,} / {len(o['sample_failures'])}"
+    rows["workspaces checked after the load / differing"] = (
+        f"{args.workspaces:,} / {len(r.mismatches)}"
     )
-
-
-def figure(key: str, r: Result, met: bool, command: str, problems: Sequence[str]) -> Figure:
-    """The summary row of an ack → visible benchmark."""
-    raw = r.raw
-    return Figure(
-        key,
-        f"p99 {r.visible(99):.1f} ms (p50 {r.visible(50):.1f}, max"
-        f" {max(raw['visible_ms'], default=0):.1f} ms; {raw['acked']:,} events acked at"
-        f" {r.send_rate:,.0f}/s)",
-        met,
-        command,
-        noise(r),
-        len(problems),
+    worker = ("", "") if r.worker is None else (" / worker", f" / {r.worker:.0%}")
+    rows[f"CPU: server (its event loop){worker[0]} / load generator"] = (
+        f"{r.server:.0%} ({r.server_loop:.0%}){worker[1]} / {r.loadgen:.0%} of a core"
     )
+    if r.wakeups is not None:
+        first, rest = o["visible_ms"][: args.rate], o["visible_ms"][args.rate :]
+        rows["ack → visible: max of the first second / p99 of the rest"] = (
+            f"{max(first, default=0):.2f} / {harness.percentile(rest, 99):.2f} ms (an idle dramatiq"
+            " consumer polls Redis with a backoff of up to 1 s)"
+        )
+        rows["dramatiq wake-ups per 1,000 events"] = f"{1000 * r.wakeups / max(o['acked'], 1):.1f}"
+    return rows
 
 
-# The summary rows this benchmark writes.
-FIGURES = ("visible_embedded",)
-
-
-def main(argv: Sequence[str]) -> int:
-    """Run the visibility benchmark; 0 when the run is valid, 1 otherwise."""
-    options = parse_options(argv)
-    command = command_line("visibility", argv)
-    try:
-        ensure_cores()
-        result = measure(options)
-    except BenchError as e:
-        return fail("visibility", e, FIGURES, command, options.write_docs)
-    problems = problems_of(result, options)
-    return finish(
-        "visibility",
-        summary_lines(result, options),
-        problems,
-        options.write_docs,
-        lambda: document(result, options, problems, command),
-        [figure("visible_embedded", result, result.met(), command, problems)],
+def run(name: str, args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    key, series, target, title = KINDS[name]
+    redis, watch = name == "redis_visibility", series == "visible_ms"
+    r = measure(args, redis=redis, watch=watch)
+    p99 = r.q(series, 99)
+    measured = (
+        f"p99 {p99:.1f} ms (p50 {r.q(series, 50):.1f}, p95 {r.q(series, 95):.1f}, max"
+        f" {r.q(series, 100):.1f} ms; {r.out['acked']:,} events acked at {r.send_rate:,.0f}/s)"
+    )
+    return harness.result(
+        name,
+        argv,
+        args.quick,
+        title=title.format(rate=args.rate),
+        figures=[harness.figure(key, measured, p99 < target)],
+        method=load_lines(args, redis, watch),
+        values=values(r, args, watch),
+        noise=harness.noise_text([r.noise]),
+        problems=problems(r, args.rate),
     )

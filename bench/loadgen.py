@@ -1,0 +1,246 @@
+"""The open-loop load generator of the latency benchmarks: signed events at a fixed rate.
+
+    python -m bench.loadgen PLAN_JSON
+
+Run by bench/visibility.py, pinned to the load generator's core. Every
+delivery (`load_sub`) is built and signed before the clock starts; event `i` is
+sent at `start + i / rate` whatever happened to the ones before it (open loop,
+as wrk2 would) on up to `connections` keep-alive connections of aiohttp
+(httpx costs about a millisecond of CPU per request: one core could not keep
+1,000/s).
+
+With `watch`, one poller GETs the entitlements of `ws_probe` (no event is
+about it) on its own connection, resting `poll_interval_s` between polls while
+any ack is pending: an answer's `as_of_seq` is the projection checkpoint it
+was read at, so every ack with `seq <= as_of_seq` is visible by then, its
+latency the poll answer's arrival minus the ack's (resolution: one poll cycle,
+reported). One event in SAMPLE_EVERY is read back from its own workspace,
+whose change must show. Everything measured is printed as one JSON object.
+"""
+
+# aiohttp is installed by the harness when missing (bench/harness.py `ensure_module`).
+# mypy: disable-error-code="import-not-found"
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import heapq
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from bench.harness import PROBE_WORKSPACE, WEBHOOK_PATH, bearer, mismatch
+from bench.visibility import load_sub
+from billhook.testing.stripe import stripe_headers
+
+# How long to wait after the last send for acks and visibility before giving up.
+DRAIN_TIMEOUT_S = 30.0
+# One acknowledged event in this many is read back from its own workspace.
+SAMPLE_EVERY = 20
+# Failures kept verbatim for the report.
+KEEP_ERRORS = 5
+
+
+@dataclass
+class Outcome:
+    """Everything measured, as printed; latencies in ms."""
+
+    sent: int = 0
+    acked: int = 0
+    non_2xx: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    first_send_s: float = 0.0
+    last_send_s: float = 0.0
+    top_seq: int = 0
+    ack_ms: list[float] = field(default_factory=list)
+    visible_ms: list[float] = field(default_factory=list)
+    send_lag_ms: list[float] = field(default_factory=list)
+    unresolved: int = 0
+    polls: int = 0
+    poll_errors: int = 0
+    poll_rtt_ms: list[float] = field(default_factory=list)
+    poll_cycle_ms: list[float] = field(default_factory=list)
+    sampled: int = 0
+    sample_failures: list[str] = field(default_factory=list)
+    load_cpu_s: float = 0.0
+    load_wall_s: float = 0.0
+
+    def failed(self, what: str) -> None:
+        if len(self.error_samples) < KEEP_ERRORS:
+            self.error_samples.append(what)
+
+
+class Watcher:
+    """Acknowledged events waiting to become visible, resolved by polling `as_of_seq`."""
+
+    def __init__(self, plan: dict[str, Any], reads: aiohttp.ClientSession, out: Outcome) -> None:
+        self.plan, self.reads, self.out = plan, reads, out
+        self.pending: list[tuple[int, float, int]] = []  # (seq, ack time, event index)
+        self.arrived = asyncio.Event()
+        self.samples: set[asyncio.Task[None]] = set()
+
+    def acked(self, seq: int, at: float, i: int) -> None:
+        heapq.heappush(self.pending, (seq, at, i))
+        self.arrived.set()
+
+    async def _get(self, workspace: str) -> Any:
+        async with self.reads.get(f"/v1/workspaces/{workspace}/entitlements") as r:
+            body = await r.read()
+            return json.loads(body) if r.status == 200 else r.status
+
+    async def poll(self) -> None:
+        sent = time.perf_counter()
+        try:
+            answer = await self._get(PROBE_WORKSPACE)
+            as_of = int(answer["as_of_seq"])
+        except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+            as_of = -1
+        answered = time.perf_counter()
+        self.out.polls += 1
+        self.out.poll_rtt_ms.append((answered - sent) * 1000)
+        if as_of < 0:
+            self.out.poll_errors += 1
+        while self.pending and self.pending[0][0] <= as_of:
+            _, acked_at, i = heapq.heappop(self.pending)
+            self.out.visible_ms.append((answered - acked_at) * 1000)
+            if i % SAMPLE_EVERY == 0:
+                task = asyncio.create_task(self.read_back(i))
+                self.samples.add(task)
+                task.add_done_callback(self.samples.discard)
+
+    async def read_back(self, i: int) -> None:
+        """Event `i`'s workspace must show its change (or a later event's: more seats)."""
+        sub = load_sub(i, self.plan["workspaces"])
+        self.out.sampled += 1
+        try:
+            answer = await self._get(sub.workspace)
+        except (aiohttp.ClientError, ValueError) as e:
+            answer = repr(e)
+        seats = answer.get("seats") if isinstance(answer, dict) else None
+        purchased = seats.get("purchased", 0) if isinstance(seats, dict) else 0
+        if not isinstance(purchased, int) or purchased < sub.quantity:
+            self.out.sample_failures.append(f"event {i}: {sub.workspace} answered {answer!r}")
+        elif purchased == sub.quantity and (differs := mismatch(answer, sub.expected())):
+            self.out.sample_failures.append(f"event {i}: {sub.workspace}: {differs}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll while anything is pending, until `stop` is set and nothing is left."""
+        last: float | None = None
+        while not (stop.is_set() and not self.pending):
+            if not self.pending:
+                self.arrived.clear()
+                waits = {asyncio.create_task(self.arrived.wait()), asyncio.create_task(stop.wait())}
+                _, idle = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in idle:
+                    task.cancel()
+                last = None
+                continue
+            await self.poll()
+            now = time.perf_counter()
+            if last is not None:
+                self.out.poll_cycle_ms.append((now - last) * 1000)
+            last = now
+            await asyncio.sleep(self.plan["poll_interval_s"])
+        await asyncio.gather(*self.samples)
+
+
+async def deliver(
+    session: aiohttp.ClientSession,
+    request: tuple[bytes, dict[str, str]],
+    i: int,
+    watcher: Watcher | None,
+    out: Outcome,
+) -> None:
+    body, headers = request
+    started = time.perf_counter()
+    try:
+        async with session.post(WEBHOOK_PATH, data=body, headers=headers) as r:
+            answer = await r.read()
+            acked = time.perf_counter()
+            status = r.status
+        seq = int(json.loads(answer)["seq"]) if 200 <= status < 300 else None
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError) as e:
+        out.errors += 1
+        out.failed(f"event {i}: {e!r}")
+        return
+    if seq is None:
+        out.non_2xx += 1
+        out.failed(f"event {i}: status {status}: {answer[:200]!r}")
+        return
+    out.acked += 1
+    out.ack_ms.append((acked - started) * 1000)
+    out.top_seq = max(out.top_seq, seq)
+    if watcher is not None:
+        watcher.acked(seq, acked, i)
+
+
+def build(plan: dict[str, Any]) -> list[tuple[bytes, dict[str, str]]]:
+    """Every delivery of the run, signed now."""
+    signed_at = int(time.time())
+    requests = []
+    for i in range(int(plan["rate"] * plan["duration"])):
+        event_id = f"evt_{plan['run_id']}_load_{i:08d}"
+        body = load_sub(i, plan["workspaces"]).body("updated", plan["created"] + 1 + i, event_id)
+        requests.append((body, stripe_headers(body, plan["secret"], signed_at)))
+    return requests
+
+
+async def run(plan: dict[str, Any], out: Outcome) -> None:
+    requests = build(plan)
+    # The request list is large and lives to the end: keep the collector from walking it.
+    gc.collect()
+    gc.freeze()
+    connector = aiohttp.TCPConnector(limit=plan["connections"])
+    async with (
+        aiohttp.ClientSession(plan["url"], connector=connector) as deliveries,
+        aiohttp.ClientSession(
+            plan["url"], headers=bearer(plan["token"]), connector=aiohttp.TCPConnector(limit=4)
+        ) as reads,
+    ):
+        watcher = Watcher(plan, reads, out) if plan["watch"] else None
+        stop = asyncio.Event()
+        watching = asyncio.create_task(watcher.run(stop)) if watcher else None
+        sends: set[asyncio.Task[None]] = set()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        start = wall0 + 0.1
+        for i, request in enumerate(requests):
+            due = start + i / plan["rate"]
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            now = time.perf_counter()
+            out.send_lag_ms.append((now - due) * 1000)
+            if i == 0:
+                out.first_send_s = now - start
+            out.last_send_s = now - start
+            out.sent += 1
+            task = asyncio.create_task(deliver(deliveries, request, i, watcher, out))
+            sends.add(task)
+            task.add_done_callback(sends.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*sends), DRAIN_TIMEOUT_S)
+        stop.set()
+        if watching is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watching, DRAIN_TIMEOUT_S)
+        out.load_cpu_s = time.process_time() - cpu0
+        out.load_wall_s = time.perf_counter() - wall0
+        out.unresolved = len(watcher.pending) if watcher else 0
+
+
+def main(argv: list[str]) -> int:
+    out = Outcome()
+    uvloop.run(run(json.loads(argv[0]), out))
+    print(json.dumps(asdict(out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
