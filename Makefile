@@ -1,4 +1,6 @@
 # billhook — `make run` serves, `make test` checks everything, `make bench` measures.
+# `make run` serves the DEVELOPMENT config examples/dev.toml (published tokens and secrets,
+# refused in live mode): `make run CONFIG=billhook.toml HOST=0.0.0.0 PORT=9000` for your own.
 # Each target bootstraps .venv from pyproject.toml on first use (and again when it changes):
 # `make run` installs only what serving needs, `make test` and `make bench` the test extra too.
 
@@ -8,6 +10,7 @@ BIN := $(VENV)/bin
 PACKAGES := src/billhook
 HOST ?= 127.0.0.1
 PORT ?= 8000
+CONFIG ?= examples/dev.toml
 
 .PHONY: run test lint types pytest bench clean
 
@@ -24,7 +27,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/billhook serve --config examples/billhook.toml --host $(HOST) --port $(PORT)
+	$(BIN)/billhook serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
 test: lint types pytest
 

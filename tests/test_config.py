@@ -27,7 +27,6 @@ def test_the_example_config_is_the_defaults_plus_its_maps() -> None:
     defaults = Settings()
     for key in (
         "mode",
-        "data_dir",
         "enforcement",
         "max_body_bytes",
         "signature_tolerance_s",
@@ -35,6 +34,8 @@ def test_the_example_config_is_the_defaults_plus_its_maps() -> None:
         "max_connections",
     ):
         assert getattr(settings, key) == getattr(defaults, key)
+    # The default `./data`, next to the file.
+    assert settings.data_dir == EXAMPLE.parent.resolve() / defaults.data_dir
     assert settings.attention_grace_hours == defaults.attention_grace_hours
     assert settings.workspace_key == defaults.workspace_key
     assert dict(settings.tiers) == dict(defaults.tiers)
@@ -286,3 +287,25 @@ def test_file_errors_are_config_errors(tmp_path: Path) -> None:
     broken.write_text("[billhook\nmode = 'test'")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(broken, {})
+
+
+def test_a_relative_data_dir_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: not to the directory a command happens to run in."""
+    (tmp_path / "etc").mkdir()
+    config = tmp_path / "etc" / "billhook.toml"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for data_dir, expected in [
+        ("./data", tmp_path / "etc" / "data"),
+        ("../var/billhook", tmp_path / "var" / "billhook"),
+        (str(tmp_path / "abs"), tmp_path / "abs"),
+    ]:
+        config.write_text(f'[billhook]\ndata_dir = "{data_dir}"\n')
+        relative = Path("..") / "etc" / "billhook.toml"
+        assert load_settings(relative, {}).data_dir == expected
+        assert load_settings(relative, {}).events_path == expected / "events.db"
+    # Without a file, the working directory's, as before.
+    assert load_settings(None, {}).data_dir == Path("data")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args, get_origin
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -48,6 +49,10 @@ else:  # ...and to msgspec, enums made from the tuples above.
     Interval = Literal[INTERVALS]
 # A whole number of at least one: a size, a count, seconds.
 Positive = Annotated[int, Meta(ge=1)]
+# Longest part of a library's message quoted in a config problem.
+MAX_PROBLEM_CHARS = 120
+# How Python names a keyword argument a function does not take (a Redis URL's query).
+_UNKNOWN_ARGUMENT = re.compile(r"unexpected keyword argument '(\w+)'")
 # A string with something besides whitespace in it.
 NonBlank = Annotated[str, Meta(pattern=r"\S")]
 
@@ -253,7 +258,12 @@ def resolve_config_path(
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
-    """Read, validate and return the settings; raise ConfigError naming the key."""
+    """Read, validate and return the settings; raise ConfigError naming the key.
+
+    A relative `data_dir` is relative to the config file's directory (and made absolute),
+    so every command finds the same log whatever directory it runs in; without a file it
+    stays relative to the working directory.
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -266,7 +276,11 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse_settings(raw, environ)
+    settings = parse_settings(raw, environ)
+    if path is None or settings.data_dir.is_absolute():
+        return settings
+    data_dir = (path.parent / settings.data_dir).resolve()
+    return msgspec.structs.replace(settings, data_dir=data_dir)
 
 
 def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -286,6 +300,36 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
     )
     _cross_check(settings)
     return settings
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes `url` unusable as `[redis] url`, as redis-py reads it, or None.
+
+    redis-py parses the URL when a client is made (scheme, port, query values)
+    and passes the query on to each connection it opens; both are done here
+    without connecting. A path that is not a database number, which redis-py
+    ignores in favour of db 0, is a problem too. The answer quotes no password.
+    """
+    import redis  # only for the commands that read a Redis URL
+
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        pool.make_connection()  # refuses query parameters no connection takes
+        pool.disconnect()
+    except (ValueError, TypeError) as e:
+        message = " ".join(str(e).split())
+        if unknown := _UNKNOWN_ARGUMENT.search(message):
+            return f"unknown query parameter {unknown[1]!r}"[:MAX_PROBLEM_CHARS]
+        return message[:MAX_PROBLEM_CHARS]
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or "db" in parse_qs(parts.query):
+        return None
+    db = unquote(parts.path).replace("/", "")  # redis-py's reading of the path
+    try:
+        int(db or "0")
+    except ValueError:
+        return f"the path /{db[:MAX_PROBLEM_CHARS]} is not a database number (redis-py uses 0)"
+    return None
 
 
 def _with_environment(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def v1_routes(app: Starlette, settings: Settings) -> list[tuple[str, str, str]]:
     found = []
     for route in mounts[0].routes:
         assert isinstance(route, Route)
-        template = "/v1" + route.path
+        template = "/v1" + route.path_format
         path = template
         for name, value in PATH_VALUES.items():
             path = path.replace("{" + name + "}", value)

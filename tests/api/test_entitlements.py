@@ -453,3 +453,58 @@ def test_override_expiry_years_before_1000_keep_four_digits(feed: Feed) -> None:
     answer = msgspec.to_builtins(entitlement_answer(feed.entitlement("ws_1"), NOW))
     assert answer["overrides"][0]["expires_at"] == "0147-09-02T05:50:32Z"
     assert (answer["source"], answer["overrides"][0]["expired"]) == ("default", True)
+
+
+# Every route about one workspace, with a body it would accept.
+WORKSPACE_ROUTES: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = [
+    ("GET", "entitlements", None, READ),
+    ("GET", "history", None, READ),
+    ("POST", "check", {"action": "ai_imports"}, READ),
+    ("POST", "refresh", None, READ),
+    (
+        "POST",
+        "checkout",
+        {
+            "provider": "stripe",
+            "tier": "team",
+            "interval": "month",
+            "seats": 1,
+            "success_url": "https://app.example/ok",
+            "cancel_url": "https://app.example/no",
+            "actor_role": "owner",
+        },
+        READ,
+    ),
+    ("POST", "portal", {"return_url": "https://app.example/", "actor_role": "owner"}, READ),
+]
+
+
+@pytest.mark.parametrize("workspace", ["", "%20", "%20%09"], ids=["empty", "space", "blank"])
+@pytest.mark.parametrize(
+    ("method", "route", "body", "headers"), WORKSPACE_ROUTES, ids=[r[1] for r in WORKSPACE_ROUTES]
+)
+def test_an_empty_or_blank_workspace_id_is_a_bad_request(
+    api: Api,
+    workspace: str,
+    method: str,
+    route: str,
+    body: dict[str, Any] | None,
+    headers: dict[str, str],
+) -> None:
+    """Issue 12: 400 on every route (it was a 404, as for a path no route serves); the
+    token is still checked first. The contract client checks each answer is documented."""
+    url = f"/v1/workspaces/{workspace}/{route}"
+    answer = _error(
+        api.client.request(method, url, json=body, headers=headers), 400, "invalid_request"
+    )
+    assert answer["detail"] == "workspace_id must not be empty or blank"
+    _error(api.client.request(method, url, json=body), 401, "unauthorized")
+
+
+@pytest.mark.parametrize("workspace", ["", "%20"], ids=["empty", "space"])
+def test_revoking_for_an_empty_or_blank_workspace_id_is_a_bad_request(
+    api: Api, workspace: str
+) -> None:
+    url = f"/v1/admin/overrides/{workspace}/manual_pilot"
+    body = {"reason": "r", "actor": "a"}
+    _error(api.client.request("DELETE", url, json=body, headers=ADMIN), 400, "invalid_request")

@@ -26,14 +26,15 @@ IMPLICIT_METHODS = {"HEAD"}
 
 
 def app_routes(routes: list[BaseRoute], prefix: str = "") -> set[tuple[str, str]]:
-    """(method, path template) of every route of the app's routing table, mounts walked."""
+    """(method, path template) of every route of the app's routing table, mounts walked;
+    templates without their convertors (`{workspace_id:segment}` is `{workspace_id}`)."""
     found: set[tuple[str, str]] = set()
     for route in routes:
         if isinstance(route, Mount):
             found |= app_routes(list(route.routes), prefix + route.path)
         elif isinstance(route, Route):
             methods = (route.methods or set()) - IMPLICIT_METHODS
-            found |= {(method, prefix + route.path) for method in methods}
+            found |= {(method, prefix + route.path_format) for method in methods}
     return found
 
 

@@ -332,6 +332,8 @@ def test_billhook_worker_logs_one_line_per_applied_batch(
     wait_projected(settings, head)
 
     lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()]
+    # The log it uses, first, as every command that uses one says (issue 12).
+    assert {"msg": "event log", "path": str(settings.events_path)}.items() <= lines[0].items()
     batches = [line for line in lines if line["msg"] == "batch"]
     assert batches
     assert batches[0]["first_seq"] == 1

@@ -36,8 +36,13 @@ def config(tmp_path: Path) -> Path:
 
 
 def _run(*args: str) -> tuple[int, str]:
+    """(exit status, stdout) of a command that succeeds, (exit status, stderr) of one that
+    fails; the `log:` line each command that uses the log prints on stderr aside."""
     result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.output
+    if result.exit_code == 0:
+        return 0, result.stdout
+    stderr = [line for line in result.stderr.splitlines() if not line.startswith("log: ")]
+    return result.exit_code, "\n".join(stderr)
 
 
 def test_events_list_filters(config: Path) -> None:
@@ -92,7 +97,10 @@ def test_missing_log_is_an_error_not_a_new_file(tmp_path: Path) -> None:
     cfg.write_text(f'[billhook]\ndata_dir = "{tmp_path / "none"}"\n')
     code, out = _run("events", "list", "--config", str(cfg))
     assert code == 1
-    assert out.strip() == f"Error: no event log at {tmp_path / 'none' / 'events.db'}"
+    assert out.strip() == (
+        f"Error: no event log at {tmp_path / 'none' / 'events.db'}:"
+        " check --config and data_dir (billhook serve creates it)"
+    )
     assert not (tmp_path / "none").exists()
 
 
@@ -140,8 +148,8 @@ def test_serve_with_an_unusable_data_dir_exits_with_one_line(tmp_path: Path) -> 
     )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("Error: cannot open the event log")
+    assert [line for line in lines if line.startswith("Error:")] == [lines[-1]], proc.stderr
+    assert lines[-1].startswith("Error: cannot open the event log")
 
 
 def test_config_from_the_environment_and_the_working_directory(
@@ -249,6 +257,109 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         check=False,
     )
     assert shell.returncode in (0, 141), shell.stderr
-    assert shell.stderr == ""
+    assert shell.stderr == f"log: {tmp_path / 'data' / 'events.db'}\n"
     assert shell.stdout.splitlines()[0].startswith("seq\tprovider")
     assert len(shell.stdout.splitlines()) == 2
+
+
+# -- the log every command uses (issue 12) ---------------------------------------------------
+
+
+def test_a_relative_data_dir_is_the_config_files_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = tmp_path / "deployment"
+    (deployment / "data").mkdir(parents=True)
+    config = deployment / "billhook.toml"
+    config.write_text('[billhook]\ndata_dir = "./data"\n')
+    log = EventLog(deployment / "data" / "events.db")
+    log.append_batch([EventRecord("stripe", "evt_1", "invoice.paid", 0, None, "{}")])
+    log.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    result = CliRunner().invoke(main, ["events", "list", "--config", "../deployment/billhook.toml"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"log: {deployment / 'data' / 'events.db'}\n"
+    assert [line.split("\t")[2] for line in result.stdout.splitlines()[1:]] == ["evt_1"]
+    assert not (elsewhere / "data").exists()
+    override = ["override", "set", "ws_1", "--kind", "manual_pilot", "--tier", "team"]
+    code, out = _run(*override, "--reason", "r", "--actor", "a", "--config", str(config))
+    assert (code, out) == (0, "seq 2\n")
+    assert not (elsewhere / "data").exists()
+
+
+def _pilots_csv(tmp_path: Path) -> str:
+    path = tmp_path / "pilots.csv"
+    path.write_text("workspace_id,classification,tier\nws_1,manual_pilot,team\n")
+    return str(path)
+
+
+# Each command that writes to the log, as it would be run against a deployment.
+WRITE_COMMANDS = {
+    "override set": lambda _: [
+        *("override", "set", "ws_1", "--kind", "manual_pilot", "--tier", "team"),
+        *("--reason", "r", "--actor", "a"),
+    ],
+    "override revoke": lambda _: [
+        *("override", "revoke", "ws_1", "--kind", "manual_pilot", "--reason", "r", "--actor", "a"),
+    ],
+    "pilots classify": lambda tmp: ["pilots", "classify", _pilots_csv(tmp), "--actor", "a"],
+    "replay": lambda _: ["replay"],
+    "reconcile": lambda _: ["reconcile", "--all"],
+    "backfill stripe": lambda _: ["backfill", "stripe"],
+    "backfill polar": lambda _: ["backfill", "polar"],
+}
+
+
+@pytest.mark.parametrize("command", list(WRITE_COMMANDS))
+def test_a_write_command_refuses_to_create_a_log(tmp_path: Path, command: str) -> None:
+    """A mistyped --config or data_dir must not start a new, empty log (nor its directory):
+    one line naming the path, and nothing created."""
+    config = tmp_path / "billhook.toml"
+    # Credentials, so that the backfills get as far as the log; nothing answers at 127.0.0.1:9.
+    config.write_text(
+        '[billhook]\ndata_dir = "missing/data"\n'
+        '[stripe]\napi_key = "sk_test_x"\napi_base = "http://127.0.0.1:9"\n'
+        '[polar]\naccess_token = "polar_x"\nserver_url = "http://127.0.0.1:9"\n'
+    )
+    args = [*WRITE_COMMANDS[command](tmp_path), "--config", str(config)]
+    before = sorted(tmp_path.rglob("*"))
+
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == 1, result.output
+    events = tmp_path / "missing" / "data" / "events.db"
+    assert result.stderr == (
+        f"Error: no event log at {events}: check --config and data_dir"
+        " (billhook serve creates it)\n"
+    )
+    assert result.stdout == ""
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_serve_with_a_redis_url_it_cannot_use_exits_with_one_clear_line(tmp_path: Path) -> None:
+    """Issue 12: a port that is not a number was `Error: unexpected ValueError`."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[billhook]\ndata_dir = "data"\n[redis]\nurl = "redis://localhost:notaport"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "billhook", "serve", "--config", str(config), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: redis.url: Port could not be cast to integer value as 'notaport'"], (
+        proc.stderr
+    )
+    assert "unexpected" not in proc.stderr
+    assert not (tmp_path / "data").exists()
+    # Its stderr is JSON lines: the log it would use is one of them.
+    announced = [json.loads(line) for line in proc.stderr.splitlines() if '"event log"' in line]
+    assert [line["path"] for line in announced] == [str(tmp_path / "data" / "events.db")]

@@ -112,9 +112,13 @@ def log(settings: Settings) -> Iterator[EventLog]:
 
 
 def run(config: Path, csv: Path, *args: str) -> tuple[int, list[str]]:
+    """The exit status and the lines printed, stdout and stderr, but for the `log:` line
+    on stderr of a command that reads the log."""
     command = ["pilots", "classify", str(csv), "--config", str(config), *args]
     result = CliRunner().invoke(main, command)
-    return result.exit_code, result.output.splitlines()
+    return result.exit_code, [
+        line for line in result.output.splitlines() if not line.startswith("log: ")
+    ]
 
 
 def write_csv(tmp_path: Path, text: str, name: str = "pilots.csv") -> Path:

@@ -271,7 +271,7 @@ def every_route(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, st
         if isinstance(route, Mount):
             found += every_route(list(route.routes), prefix + route.path)
         elif isinstance(route, Route):
-            path = prefix + route.path
+            path = prefix + route.path_format
             for name, value in PATH_VALUES.items():
                 path = path.replace("{" + name + "}", value)
             assert "{" not in path, f"no sample value for a parameter of {path}"

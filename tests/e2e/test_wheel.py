@@ -13,7 +13,6 @@ Nothing here is skipped: no pip, no index or a broken build fails the test.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.cli.demo_table import parse_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a build of the checkout must not copy: VCS data, virtualenvs, caches, build output.
@@ -154,6 +155,7 @@ def test_the_wheel_installs_one_top_level_name(installed: Installed) -> None:
         "billhook/testing/fakes/stripe_api.py",
         "billhook/testing/fakes/polar_api.py",
         "billhook/testing/fixtures/stripe_objects.json",
+        "billhook/cli/examples/billhook.toml",
     ):
         assert shipped in paths
 
@@ -185,13 +187,24 @@ def test_demo_runs_anywhere_purchase_included(installed: Installed) -> None:
     done = installed.run("demo")
     _ok(done, "billhook demo")
     assert "skipped" not in done.stdout
-    table = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()[1:]]
-    rows = {cells[0]: cells[1:] for cells in table}
+    table = parse_demo(done.stdout)
     # The checkout round trip ran, through the Stripe fake shipped in billhook.testing:
-    # step -> workspace, tier, source, status, attention, next, seats, check.
-    assert rows["checkout: session created"][-1] == "checkout: 201", done.stdout
-    paid = rows["checkout: paid, refresh on return"]
-    assert paid[1:4] + paid[-1:] == ["team", "stripe", "active", "refresh: 200"], done.stdout
-    assert rows["checkout: second one refused"][-1] == "checkout: 409 already_subscribed"
-    assert rows["portal: opened"][-1] == "portal: 201"
-    assert rows["portal: canceled at period end"][1:4] == ["team", "stripe", "canceling"]
+    # step -> workspace, tier, source, status, attention, next, seats; the call below.
+    assert table.calls["checkout: session created"] == "checkout: 201", done.stdout
+    paid = table.rows["checkout: paid, refresh on return"]
+    assert paid[1:4] == ["team", "stripe", "active"], done.stdout
+    assert table.calls["checkout: paid, refresh on return"] == "refresh: 200"
+    assert table.calls["checkout: second one refused"] == "checkout: 409 already_subscribed"
+    assert table.calls["portal: opened"] == "portal: 201"
+    assert table.rows["portal: canceled at period end"][1:4] == ["team", "stripe", "canceling"]
+
+
+def test_init_writes_the_shipped_reference_config(installed: Installed, tmp_path: Path) -> None:
+    _ok(installed.run("init", cwd=tmp_path), "billhook init")
+    # The reference config, every key commented, with tokens of its own.
+    written = (tmp_path / "billhook.toml").read_text()
+    assert "# billhook configuration — every key, with its default and what it does." in written
+    assert 'api_tokens = ["' in written
+    assert 'admin_tokens = ["' in written
+    done = installed.run("check-config", cwd=tmp_path)
+    assert f"✓ config: loaded from {tmp_path / 'billhook.toml'}" in done.stdout, done.stdout

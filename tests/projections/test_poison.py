@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import sqlite3
 import time
 import uuid
@@ -26,6 +27,7 @@ from billhook.api.app import create_app
 from billhook.config import Settings
 from billhook.domain.facts import Fact, SubscriptionFact
 from billhook.domain.records import EventRecord, StoredEvent
+from billhook.domain.resolver import resolve
 from billhook.errors import StoreUnavailable
 from billhook.log.sqlite import EventLog
 from billhook.projections import applier
@@ -53,7 +55,7 @@ from billhook.testing.stripe import (
     stripe_subscription,
 )
 from tests.contract import contract_client
-from tests.feed import T0, Feed
+from tests.feed import NOW, T0, Feed
 
 # A marker planted in every malformed value: no reason may contain it.
 MARK = "planted7f3a"
@@ -273,6 +275,116 @@ def test_what_providers_may_send_is_still_read(feed: Feed) -> None:
     assert feed.store.customers_of("ws_meta") == {("stripe", "cus_meta")}
     entitlement = feed.entitlement("ws_meta")
     assert (entitlement.tier, entitlement.seats) == ("team", None)
+
+
+# -- a quarantined event in its workspace's problems -----------------------------------------
+
+POISON_WS = "ws_poison"
+
+
+def _problems_at(feed: Feed, workspace: str, seq: int | None = None) -> tuple[str, ...]:
+    """The workspace's problems now, or as of `seq`."""
+    facts = feed.store.workspace_facts(workspace, seq)
+    return resolve(facts, feed.settings.policy, NOW).problems
+
+
+def _link_poison_customers(feed: Feed) -> None:
+    """Good events first: ws_poison's Stripe and Polar customers are linked to it."""
+    feed.stripe("customer.created", _stripe_customer())
+    feed.polar(polar_event("customer.created", _polar_customer()))
+
+
+@pytest.mark.parametrize("poison", POISONS, ids=[p.name for p in POISONS])
+def test_a_quarantined_event_shows_in_its_workspaces_problems(
+    feed: Feed, poison: Poison, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whichever field is malformed, the event names its workspace through another: its
+    metadata, a checkout's reference, a Polar external id, or its customer's link."""
+    _link_poison_customers(feed)
+    feed.append(_good_event("ws_other"))
+
+    with caplog.at_level(logging.WARNING, logger="billhook.projections.applier"):
+        seq = feed.append(poison.record())
+
+    entitlement = feed.entitlement(POISON_WS)
+    assert entitlement.problems == (f"quarantined:{seq}",)
+    assert entitlement.next_action == "contact_support"
+    assert _problems_at(feed, POISON_WS, seq - 1) == ()
+    assert _problems_at(feed, POISON_WS, seq) == (f"quarantined:{seq}",)
+    assert feed.entitlement("ws_other").problems == ()
+    # Logged once, at warning level, with ids and the reason only.
+    [record] = caplog.records
+    assert (record.levelno, record.getMessage()) == (logging.WARNING, "quarantined")
+    quarantined = {"provider": poison.provider, "type": poison.event_type, "reason": poison.reason}
+    assert record.fields == {  # type: ignore[attr-defined]
+        "seq": seq,
+        "event_id": feed.log.get(seq).event_id,  # type: ignore[union-attr]
+        **quarantined,
+    }
+    assert not poison.leaks(repr(record.fields)), poison.name  # type: ignore[attr-defined]
+
+
+def test_a_link_arriving_after_the_quarantine_names_the_workspace_from_then_on(
+    feed: Feed,
+) -> None:
+    """Order of arrival does not matter: the customer's link decides when it is read."""
+    sub = stripe_subscription(id="sub_late", customer="cus_late")
+    sub["status"] = OBJECT
+    poison = feed.stripe("customer.subscription.updated", sub)
+    assert _problems_at(feed, "ws_late") == ()
+
+    link = feed.stripe(
+        "checkout.session.completed",
+        stripe_checkout_session(customer="cus_late", client_reference_id="ws_late"),
+    )
+
+    assert _problems_at(feed, "ws_late") == (f"quarantined:{poison}",)
+    assert _problems_at(feed, "ws_late", link - 1) == ()
+
+
+def test_a_known_subscription_names_the_workspace_when_nothing_else_is_readable(
+    feed: Feed,
+) -> None:
+    """Stripe: the subscription's own metadata, then its customer's link. Polar: the
+    customer's link. The poisoned update carries no readable workspace or customer."""
+    feed.stripe(
+        "customer.subscription.created",
+        stripe_subscription(id="sub_meta", customer="cus_meta", metadata={"workspace_id": "ws_m"}),
+    )
+    feed.stripe(
+        "customer.created", stripe_customer(id="cus_link", metadata={"workspace_id": "ws_l"})
+    )
+    feed.stripe(
+        "customer.subscription.created", stripe_subscription(id="sub_link", customer="cus_link")
+    )
+    polar_sub = _polar_sub()
+    feed.polar(polar_event("subscription.created", polar_sub))
+    seqs = []
+    for sub_id in ("sub_meta", "sub_link"):
+        bad = stripe_subscription(id=sub_id, customer="cus_x")
+        bad["customer"] = HUGE
+        seqs.append(feed.stripe("customer.subscription.updated", bad, created=T0 + 60))
+    polar_sub["customer_id"] = ARRAY
+    polar_sub["customer"] = MARK
+    polar_sub["modified_at"] = "2026-11-02T00:00:00Z"
+    seqs.append(feed.polar(polar_event("subscription.updated", polar_sub)))
+
+    assert len(feed.store.quarantine()) == 3
+    assert _problems_at(feed, "ws_m") == (f"quarantined:{seqs[0]}",)
+    assert _problems_at(feed, "ws_l") == (f"quarantined:{seqs[1]}",)
+    assert _problems_at(feed, POISON_WS) == (f"quarantined:{seqs[2]}",)
+
+
+def test_an_event_that_names_no_one_is_in_no_workspaces_problems(feed: Feed) -> None:
+    _link_poison_customers(feed)
+    body = stripe_event_body(STRIPE_SUB, obj=_stripe_sub(), created=T0)
+    unreadable = body.replace(b'"object": {', b'"object": "x", "was": {', 1)
+    assert unreadable != body
+    feed.append(stripe_record(unreadable.decode()))
+
+    assert [q.error for q in feed.store.quarantine()] == ["event data.object is not an object"]
+    assert feed.entitlement(POISON_WS).problems == ()
+    assert feed.entitlement(POISON_WS).next_action == "upgrade"
 
 
 # -- any exception while applying one event ---------------------------------------------------
@@ -511,3 +623,29 @@ def test_the_admin_api_lists_each_poison_without_its_value(client: httpx.Client)
     for poison in POISONS:
         assert not poison.leaks(response.text), poison.name
     assert EMAIL not in response.text
+
+
+def test_the_entitlement_api_names_each_quarantined_event_of_the_workspace(
+    client: httpx.Client,
+) -> None:
+    """Stripe and Polar, through HTTP: `quarantined:<seq>` within the API's contract,
+    from the quarantining seq on."""
+    stripe_poison = next(p for p in POISONS if p.name == "stripe status e-mail")
+    polar_poison = next(p for p in POISONS if p.name == "polar status e-mail")
+    first = _deliver(client, "stripe", stripe_poison.body())
+    second = _deliver(client, "polar", polar_poison.body())
+    _tier_once_projected(client, POISON_WS, second)
+    headers = {"Authorization": f"Bearer {READ_TOKEN}"}
+    url = f"/v1/workspaces/{POISON_WS}/entitlements"
+
+    now = client.get(url, headers=headers).json()
+    before = client.get(url, params={"as_of": first - 1}, headers=headers).json()
+    between = client.get(url, params={"as_of": first}, headers=headers).json()
+
+    assert (now["problems"], now["next_action"]) == (
+        sorted([f"quarantined:{first}", f"quarantined:{second}"]),
+        "contact_support",
+    )
+    assert (before["problems"], before["next_action"]) == ([], "upgrade")
+    assert between["problems"] == [f"quarantined:{first}"]
+    assert EMAIL not in repr(now)

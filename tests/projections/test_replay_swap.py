@@ -10,7 +10,9 @@ checkpoint never moves backwards.
 from __future__ import annotations
 
 import random
+import sqlite3
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,5 +194,47 @@ def test_a_batch_that_does_not_follow_the_stored_checkpoint_is_read_again(
         clean.close()
     finally:
         older.close()
+        live.close()
+        log.close()
+
+
+def test_the_swap_waits_for_a_live_writer_and_then_holds_the_write_lock(tmp_path: Path) -> None:
+    """Even after the shadow applied batches. Its connection's cached `BEGIN IMMEDIATE`,
+    prepared before the ATTACH, locked the shadow only: the copy read the live store, then
+    could not upgrade to write while a live writer held the lock and failed at once with
+    "database is locked" (an automatic rebuild then gave up until the next start)."""
+    settings = make_settings(tmp_path / "data")
+    log = EventLog(settings.events_path)
+    log.append_batch(_records(3, seed=1))
+    live = ProjectionStore(settings.projections_path, settings)
+    shadow = ProjectionStore(tmp_path / "data" / "shadow.db", settings)
+    catch_up(log, live)
+    catch_up(log, shadow)  # the shadow's connection has now prepared BEGIN IMMEDIATE
+    writer = sqlite3.connect(
+        settings.projections_path, isolation_level=None, check_same_thread=False
+    )
+    writer.execute("BEGIN IMMEDIATE")  # a live projector's batch, committing in a moment
+    committed = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    committed.start()
+    probe = sqlite3.connect(settings.projections_path, timeout=0, isolation_level=None)
+    refused: list[str] = []
+
+    def try_to_write() -> None:
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            refused.append(str(e))
+        else:
+            probe.execute("ROLLBACK")
+
+    try:
+        assert shadow.copy_over(settings.projections_path, before_commit=try_to_write)
+        assert refused == ["database is locked"]  # held until the copy committed
+        assert digest(live) == digest(shadow)
+    finally:
+        committed.join()
+        for conn in (writer, probe):
+            conn.close()
+        shadow.close()
         live.close()
         log.close()

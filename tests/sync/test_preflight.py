@@ -36,7 +36,7 @@ from billhook.testing.fakes.stripe_api import (
 )
 from billhook.testing.polar import POLAR_SECRET
 from billhook.testing.servers import serve_in_thread
-from billhook.testing.settings import write_config
+from billhook.testing.settings import TOKENS, write_config
 from billhook.testing.stripe import STRIPE_SECRET
 
 LIVE_KEY = "sk_live_fake_0123456789"
@@ -112,6 +112,7 @@ class Deployment:
     server: str = "sandbox"
     polar_secrets: list[str] = field(default_factory=lambda: [POLAR_SECRET])
     products: dict[str, tuple[str, str | None]] = field(default_factory=lambda: dict(GOOD_PRODUCTS))
+    tokens: bool = False
 
     def write(self, directory: Path) -> Path:
         def mapping(tier: str, interval: str | None) -> dict[str, str]:
@@ -130,7 +131,8 @@ class Deployment:
             "server_url": self.polar_url,
             "products": {product: mapping(*m) for product, m in self.products.items()},
         }
-        return write_config(directory, stripe=stripe, polar=polar, auth=None, mode=self.mode)
+        auth = TOKENS if self.tokens else None
+        return write_config(directory, stripe=stripe, polar=polar, auth=auth, mode=self.mode)
 
 
 @pytest.fixture
@@ -313,12 +315,83 @@ def test_check_config_catches(
 
 
 def test_every_failure_is_counted_in_one_error_line(deployment: Deployment, tmp_path: Path) -> None:
+    """The summary counts the lines printed above it, the config line included."""
     _missing_year(deployment)
     _archived_product(deployment)
     code, lines = check(deployment.write(tmp_path))
     assert code == 1
     assert len(failures(lines)) == 2
-    assert lines[-1] == f"Error: 2 of {len(lines) - 2} checks failed"
+    checks = lines[:-1]
+    assert all(line[:2] in ("✓ ", "! ", "✗ ") for line in checks), checks
+    warned = sum(line.startswith("! ") for line in checks)
+    assert warned == 1  # no token: `Deployment` configures none
+    assert lines[-1] == f"Error: {len(checks)} checks, 2 failed, 1 warning"
+
+
+def test_a_passing_run_ends_with_its_count(deployment: Deployment, tmp_path: Path) -> None:
+    deployment.tokens = True
+    code, lines = check(deployment.write(tmp_path), online=False)
+    assert code == 0, lines
+    assert lines[-1] == f"{len(lines) - 1} checks, 0 failed"
+    assert "✓ auth tokens: 1 read token, 1 admin token" in lines
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://localhost:notaport", "Port could not be cast to integer value as 'notaport'"),
+        ("redis://localhost:65536", "Port out of range 0-65535"),
+        (
+            "http://localhost:6379",
+            "Redis URL must specify one of the following schemes (redis://, rediss://, unix://)",
+        ),
+        ("redis://localhost?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+        ("redis://localhost/0?colour=blue", "unknown query parameter 'colour'"),
+        ("redis://localhost/zero", "the path /zero is not a database number (redis-py uses 0)"),
+    ],
+)
+def test_check_config_catches_a_redis_url_serve_could_not_use(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """Issue 12: `serve` exited with "unexpected ValueError" on these; the check fails first
+    (and `serve` now stops with the same words: tests/cli/test_main.py)."""
+    config = write_config(tmp_path, redis_url=url.replace("redis://", "redis://:hunter2@", 1))
+    code, lines = check(config, online=False)
+    assert code == 1
+    [redis] = [line for line in lines if "redis url" in line]
+    assert redis.startswith(f"✗ redis url: {problem}"), redis
+    assert "hunter2" not in "\n".join(lines)
+
+
+def test_a_good_redis_url_passes_without_being_shown(tmp_path: Path) -> None:
+    config = write_config(tmp_path, redis_url="redis://:hunter2@localhost:6379/15")
+    _, lines = check(config, online=False)
+    assert "✓ redis url: a URL redis-py accepts (not connected to)" in lines
+    assert "hunter2" not in "\n".join(lines)
+
+
+def test_no_token_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    config = write_config(tmp_path, auth=None)
+    _, lines = check(config, online=False)
+    assert (
+        "! auth tokens: none configured (auth.api_tokens, auth.admin_tokens):"
+        " every /v1 call answers 401"
+    ) in lines
+    assert not any(line.startswith("✗ auth") for line in lines)
+
+
+def test_the_event_log_line_names_the_log_serve_will_use(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _, lines = check(config, online=False)
+    events = tmp_path / "data" / "events.db"
+    assert f"✓ event log: {events} (none yet: billhook serve creates it)" in lines
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "blocker").write_text("a file where the data dir should be")
+    blocked = write_config(tmp_path, name="blocked.toml", data_dir=tmp_path / "blocker" / "data")
+    code, lines = check(blocked, online=False)
+    assert code == 1
+    blocker = tmp_path / "blocker"
+    assert f"✗ event log: {blocker / 'data' / 'events.db'}: {blocker} is not a directory" in lines
 
 
 def test_a_config_that_does_not_load_is_one_failed_check(tmp_path: Path) -> None:

@@ -438,6 +438,7 @@ def test_backfill_stripe_pages_filters_types_and_adds_nothing_the_second_time(
 
 def test_backfill_stripe_since_filters_by_created(setup: Setup) -> None:
     config = setup.config()
+    setup.append()  # an empty log: a deployment that has served, but received nothing yet
     now = int(time.time())
     for n, days in enumerate((1, 2, 3, 10, 12)):
         sub = team_sub(f"sub_{n}", f"cus_{n}", 1, metadata={"workspace_id": f"ws_{n}"})
@@ -470,6 +471,11 @@ def test_backfill_stripe_since_filters_by_created(setup: Setup) -> None:
 def test_backfill_errors_are_one_line(setup: Setup) -> None:
     no_keys = setup.config(stripe_key=False, polar_token=False)
     config = setup.config()
+    missing = run("backfill", "stripe", "--config", str(config))
+    assert_one_line_error(missing, f"Error: no event log at {setup.events_path}")
+    assert missing.stderr.count("\n") == 1
+    assert setup.stripe.requests_to("/v1/events") == []  # refused before any request
+    setup.append()
 
     no_stripe = run("backfill", "stripe", "--config", str(no_keys))
     assert_one_line_error(
@@ -485,13 +491,14 @@ def test_backfill_errors_are_one_line(setup: Setup) -> None:
     setup.stripe.fail_next += [500] * 3
     down = run("backfill", "stripe", "--config", str(config))
     assert_one_line_error(down, "Error: stripe: APIError (HTTP 500)")
-    assert down.stderr.count("\n") == 1
+    assert down.stderr.splitlines()[0] == f"log: {setup.events_path}"
+    assert down.stderr.count("\n") == 2
 
     setup.stripe.api_keys.clear()  # Stripe rejects the key (and its message names it, masked)
     rejected = run("backfill", "stripe", "--config", str(config))
     assert_one_line_error(rejected, "Error: stripe: AuthenticationError (HTTP 401)")
     assert "sk_test_" not in rejected.output
-    assert not setup.events_path.exists() or setup.head() == 0
+    assert setup.head() == 0
 
 
 # -- backfill polar --------------------------------------------------------------------------

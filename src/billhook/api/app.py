@@ -70,6 +70,8 @@ def create_app(
     entitlement time rules. Tests inject both. `ready_bounds`: how far
     projections may trail the log before `/readyz` fails.
     """
+    # First, before any file is opened: an unusable Redis URL stops the start (ConfigError).
+    broker = make_broker(settings.redis_url.reveal()) if settings.redis_url else None
     owns_log = log is None
     event_log = log if log is not None else EventLog(settings.events_path)
     log_path: Path = event_log.path
@@ -94,9 +96,8 @@ def create_app(
     # With Redis, refreshes run as actors in workers; without, here.
     remote: RemoteRefresh | None = None
     background: EmbeddedProjector | RedisWaker
-    if settings.redis_url:
+    if broker is not None:
         # Workers project; this process only says "there is new log".
-        broker = make_broker(settings.redis_url.reveal())
         actors = declare(broker, runtime=None)
         background = RedisWaker(broker.client, actors.project.send, on_sent=metrics.wakeups.inc)
         broker_ping = broker.client.ping

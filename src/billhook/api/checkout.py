@@ -30,6 +30,7 @@ from starlette.routing import Route
 from billhook.api import bodies as req
 from billhook.api import schemas
 from billhook.api.auth import TokenGate
+from billhook.api.paths import WORKSPACE_PATH, workspace_id
 from billhook.api.refresh import provider_call
 from billhook.config import Settings
 from billhook.domain.facts import GRANTING_STATUSES
@@ -79,18 +80,19 @@ class CheckoutRoute:
     def routes(self) -> list[Route]:
         """Relative to `/v1`, like the entitlement API's."""
         return [
-            Route("/workspaces/{workspace_id}/checkout", self.checkout, methods=["POST"]),
-            Route("/workspaces/{workspace_id}/portal", self.portal, methods=["POST"]),
+            Route(f"{WORKSPACE_PATH}/checkout", self.checkout, methods=["POST"]),
+            Route(f"{WORKSPACE_PATH}/portal", self.portal, methods=["POST"]),
         ]
 
     # -- checkout ---------------------------------------------------------------------------
 
     async def checkout(self, request: Request) -> Response:
         self._gate.require(request)
+        workspace = workspace_id(request)
         body = await req.read(request, schemas.CheckoutRequest)
         role = _role(body.actor_role)
         wanted = CheckoutRequest(
-            workspace=request.path_params["workspace_id"],
+            workspace=workspace,
             provider=body.provider,
             tier=req.one_of("tier", body.tier, tuple(self._settings.tiers)),
             interval=body.interval,
@@ -169,10 +171,10 @@ class CheckoutRoute:
 
     async def portal(self, request: Request) -> Response:
         self._gate.require(request)
+        workspace = workspace_id(request)
         body = await req.read(request, schemas.PortalRequest)
         role = _role(body.actor_role)
         return_url = req.http_url("return_url", body.return_url)
-        workspace = request.path_params["workspace_id"]
         # A checkout's link may have arrived a moment ago: read a projection that has it.
         await self._wait_for(self._head())
         provider, customer = self._portal_customer(workspace)

@@ -20,6 +20,7 @@ from billhook.api import bodies as req
 from billhook.api import schemas
 from billhook.api.auth import TokenGate
 from billhook.api.cache import EntitlementCache
+from billhook.api.paths import SEGMENT, WORKSPACE_PATH, workspace_id
 from billhook.config import SEAT_ACTION, Settings
 from billhook.domain.records import EventRecord
 from billhook.domain.resolver import Entitlement, required_tier
@@ -64,12 +65,12 @@ class EntitlementApi:
         """Routes relative to `/v1` (the app mounts them there), the hot ones first:
         Starlette tries routes in order."""
         return [
-            Route("/workspaces/{workspace_id}/check", self.check, methods=["POST"]),
-            Route("/workspaces/{workspace_id}/entitlements", self.entitlements, methods=["GET"]),
-            Route("/workspaces/{workspace_id}/history", self.history, methods=["GET"]),
+            Route(f"{WORKSPACE_PATH}/check", self.check, methods=["POST"]),
+            Route(f"{WORKSPACE_PATH}/entitlements", self.entitlements, methods=["GET"]),
+            Route(f"{WORKSPACE_PATH}/history", self.history, methods=["GET"]),
             Route("/admin/overrides", self.set_override, methods=["POST"]),
             Route(
-                "/admin/overrides/{workspace_id}/{kind}",
+                "/admin/overrides/{workspace_id:" + SEGMENT + "}/{kind}",
                 self.revoke_override,
                 methods=["DELETE"],
             ),
@@ -89,7 +90,7 @@ class EntitlementApi:
 
     async def entitlements(self, request: Request) -> Response:
         self._gate.require(request)
-        workspace = request.path_params["workspace_id"]
+        workspace = workspace_id(request)
         as_of = request.query_params.get("as_of")
         if as_of is None:
             return Response(self._cache.get(workspace).body, media_type="application/json")
@@ -98,7 +99,7 @@ class EntitlementApi:
 
     async def history(self, request: Request) -> Response:
         self._gate.require(request)
-        rows = self._store.history(request.path_params["workspace_id"])
+        rows = self._store.history(workspace_id(request))
         return schemas.respond(
             [
                 schemas.HistoryEntry(
@@ -115,6 +116,7 @@ class EntitlementApi:
 
     async def check(self, request: Request) -> Response:
         self._gate.require(request)
+        workspace = workspace_id(request)
         body = await req.read(request, schemas.CheckRequest)
         action, seats_in_use = body.action, body.seats_in_use
         if not action.strip():
@@ -125,7 +127,7 @@ class EntitlementApi:
             )
         if action == SEAT_ACTION and seats_in_use is None:
             raise req.invalid(f"missing field: seats_in_use (required for {SEAT_ACTION})")
-        entitlement = self._cache.get(request.path_params["workspace_id"]).entitlement
+        entitlement = self._cache.get(workspace).entitlement
         answer = self.decide(entitlement, action, seats_in_use)
         if self._on_decision is not None:
             self._on_decision(answer.decision, answer.reason)
@@ -191,10 +193,11 @@ class EntitlementApi:
 
     async def revoke_override(self, request: Request) -> Response:
         self._gate.require(request, admin=True)
+        workspace = workspace_id(request)
         body = await req.read(request, schemas.RevokeRequest)
         record = operator.override_revoke(
             self._store,
-            workspace_id=request.path_params["workspace_id"],
+            workspace_id=workspace,
             kind=request.path_params["kind"],
             reason=body.reason,
             actor=body.actor,

@@ -34,13 +34,16 @@ JSON = "application/json"
 # One path segment as the app routes it: no `/`, no line break (a mount's `.*` stops there),
 # and not a dot segment that clients fold away. Anything else is a 404.
 PATH_SEGMENT: Schema = {"type": "string", "minLength": 1, "pattern": r"^(?!\.\.?$)[^/\n]+$"}
+# A workspace id: such a segment, not blank. An empty or blank one is 400 invalid_request.
+WORKSPACE_SEGMENT: Schema = {**PATH_SEGMENT, "pattern": r"^(?!\.\.?$)[^/\n]*\S[^/\n]*$"}
 
 WORKSPACE = {
     "name": "workspace_id",
     "in": "path",
     "required": True,
-    "description": "the workspace, as linked through `workspace_key` metadata",
-    "schema": PATH_SEGMENT,
+    "description": "the workspace, as linked through `workspace_key` metadata; "
+    "empty or blank: 400 invalid_request",
+    "schema": WORKSPACE_SEGMENT,
 }
 AS_OF = {
     "name": "as_of",
@@ -99,6 +102,8 @@ def _v1(
         auth[408] = ("request_timeout",)
         auth[413] = ("payload_too_large",)
     all_errors = {**auth, **errors}
+    if WORKSPACE in parameters and "invalid_request" not in all_errors.get(400, ()):
+        all_errors[400] = ("invalid_request", *all_errors.get(400, ()))
     operation: dict[str, Any] = {
         "summary": summary,
         "tags": [tag],

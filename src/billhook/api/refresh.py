@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from billhook.api.auth import TokenGate
+from billhook.api.paths import WORKSPACE_PATH, workspace_id
 from billhook.config import Settings
 from billhook.domain.records import EventRecord
 from billhook.errors import ApiError
@@ -105,7 +106,7 @@ class RefreshRoute:
     @property
     def routes(self) -> list[Route]:
         """Relative to `/v1`, like the entitlement API's."""
-        return [Route("/workspaces/{workspace_id}/refresh", self.refresh, methods=["POST"])]
+        return [Route(f"{WORKSPACE_PATH}/refresh", self.refresh, methods=["POST"])]
 
     def _drift(self, workspace: str) -> Drift:
         snapshots = workspace_snapshots(workspace, self._store, self._sources)
@@ -113,7 +114,7 @@ class RefreshRoute:
 
     async def refresh(self, request: Request) -> Response:
         self._gate.require(request)
-        workspace = request.path_params["workspace_id"]
+        workspace = workspace_id(request)
         # A checkout's link may have arrived a moment ago: read a projection that has it.
         await self._wait_for(self._head())
         if self._remote is not None:

@@ -58,6 +58,9 @@ SubscriptionStatus = Annotated[str, _enum(*SUBSCRIPTION_STATUSES)]
 Status = Annotated[str, _enum(*STATUSES)]
 Attention = Annotated[str | None, _enum(None, "past_due", "unpaid", "incomplete")]
 NextAction = Annotated[str, _enum(*NEXT_ACTIONS)]
+# A fail-closed subscription (`unknown_price:<id>`, `mode_mismatch:<event id>`), or an
+# event about the workspace that could not be applied (`quarantined:<seq>`).
+Problem = Annotated[str, Meta(pattern="^((unknown_price|mode_mismatch):|quarantined:[0-9]+$)")]
 Decision = Annotated[str, _enum("allow", "would_deny", "deny")]
 Reason = Annotated[str | None, _enum(None, "tier_required", "billing_attention", "seat_limit")]
 LogProvider = Annotated[str, _enum("stripe", "polar", "billhook")]
@@ -155,7 +158,7 @@ class Entitlement(Answer):
     seats: Annotated[Seats | None, Meta(description="null: no seat limit")]
     subscriptions: tuple[Subscription, ...]
     overrides: tuple[Override, ...]
-    problems: tuple[Annotated[str, Meta(pattern="^(unknown_price|mode_mismatch):")], ...]
+    problems: tuple[Problem, ...]
     enforcement: Enforcement
     as_of_seq: AsOfSeq
 

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import click
 import httpx
 
 from billhook.testing.fakes.stripe_api import (
@@ -37,15 +38,16 @@ class FakeStripe:
     url: str
 
 
-def start_fake_stripe(stack: ExitStack) -> FakeStripe:
-    """Serve the Stripe fake, selling the team tier monthly, until `stack` closes.
+def start_fake_stripe(stack: ExitStack, port: int = 0) -> FakeStripe:
+    """Serve the Stripe fake, selling the team tier monthly, until `stack` closes; on
+    loopback `port` (0: a free one).
 
     It accepts `billhook.testing.settings.STRIPE_API_KEY`, the key a test
     deployment is configured with.
     """
     state = StripeState()
     state.add(stripe_product(id="prod_team"), stripe_price(id="price_team_monthly"))
-    return FakeStripe(state, stack.enter_context(serve_in_thread(stripe_fake(state))))
+    return FakeStripe(state, stack.enter_context(serve_in_thread(stripe_fake(state), port=port)))
 
 
 def round_trip(d: Demo, fake: FakeStripe, workspace: str = "ws_shop") -> None:
@@ -60,6 +62,11 @@ def round_trip(d: Demo, fake: FakeStripe, workspace: str = "ws_shop") -> None:
         "actor_role": "owner",
     }
     started = d.post(f"/v1/workspaces/{workspace}/checkout", body)
+    if started.status_code != 201:
+        raise click.ClickException(
+            f"the purchase's checkout answered {_said('checkout', started)}: the server must buy"
+            f" through the Stripe fake at {fake.url} (STRIPE_API_BASE) with its key"
+        )
     d.row("checkout: session created", workspace, _said("checkout", started))
     # The buyer pays on Stripe's page; Stripe sends the session's completion.
     session, subscription = fake.state.complete_checkout(started.json()["session_id"])

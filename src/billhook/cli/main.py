@@ -18,9 +18,11 @@ from billhook.cli.support import (
     BillhookGroup,
     config_option,
     load,
+    log_event_log,
     open_existing_log,
     open_projection,
 )
+from billhook.config import DEFAULT_CONFIG_NAME
 from billhook.domain.facts import OVERRIDE_KINDS
 from billhook.domain.records import StoredEvent
 from billhook.log.sqlite import EventLog
@@ -49,10 +51,16 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
     import uvicorn
 
     from billhook.api.app import create_app, uvicorn_options
+    from billhook.cli.devconfig import program_name
+    from billhook.cli.startup import before_serving
     from billhook.observability import logs
 
     settings = load(config_path)
     logs.configure(log_level)
+    log_event_log(settings)
+    before_serving(
+        settings, host, port, program_name(sys.argv[0]), lambda s: click.echo(s, err=True)
+    )
     app = create_app(settings)
     # What is loaded by now (the SDKs, the app) lives as long as the process. Left to the
     # collector, each full collection walks all of it (~90,000 objects) while holding the
@@ -189,7 +197,7 @@ def override_set(
         actor=actor,
         now=datetime.now(UTC),
     )
-    log = EventLog(settings.events_path)
+    log = open_existing_log(settings)
     try:
         click.echo(f"seq {log.append_batch([record])[0].seq}")
     finally:
@@ -223,14 +231,86 @@ def override_revoke(
         store.close()
 
 
+@main.command("init")
+@click.argument(
+    "path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG_NAME
+)
+def init_command(path: Path) -> None:
+    """Write PATH (./billhook.toml): a commented config with fresh tokens, to fill in."""
+    from billhook.cli.init_config import next_steps, write_new_config
+
+    try:
+        write_new_config(path)
+    except FileExistsError:
+        raise click.ClickException(
+            f"{path} exists; billhook init never overwrites a config (move it, or give a new PATH)"
+        ) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot write {path}: {e.strerror or e}") from None
+    for line in next_steps(path, Path.cwd()):
+        click.echo(line)
+
+
 @main.command()
-def demo() -> None:
-    """Drive a realistic Stripe and Polar lifecycle through a temporary server."""
-    from billhook.cli.demo import run_demo
+@click.option(
+    "--target",
+    metavar="URL",
+    help="Deliver to the billhook serving at URL (`make run`: http://127.0.0.1:8000),"
+    " filling its log, instead of to a temporary server.",
+)
+@click.option(
+    "--stripe-secret",
+    help="With --target: the Stripe webhook secret it trusts [default: examples/dev.toml's].",
+)
+@click.option(
+    "--polar-secret",
+    help="With --target: the Polar webhook secret it trusts [default: examples/dev.toml's].",
+)
+@click.option(
+    "--admin-token",
+    help="With --target: one of its admin tokens [default: examples/dev.toml's].",
+)
+@click.option(
+    "--stripe-fake-port",
+    type=click.IntRange(1, 65535),
+    help="With --target: also buy, through billhook's Stripe fake listening on this port;"
+    " the target must serve with STRIPE_API_BASE=http://127.0.0.1:PORT and STRIPE_API_KEY the"
+    " fake's key (billhook.testing.settings.STRIPE_API_KEY). Without it, no purchase.",
+)
+def demo(
+    target: str | None,
+    stripe_secret: str | None,
+    polar_secret: str | None,
+    admin_token: str | None,
+    stripe_fake_port: int | None,
+) -> None:
+    """Drive a realistic Stripe and Polar lifecycle through a temporary server, or --target."""
+    from billhook.cli import devconfig
+    from billhook.cli.demo import Target, run_demo
     from billhook.observability import logs
 
+    given = {
+        "--stripe-secret": stripe_secret,
+        "--polar-secret": polar_secret,
+        "--admin-token": admin_token,
+        "--stripe-fake-port": stripe_fake_port,
+    }
+    if target is None and any(value is not None for value in given.values()):
+        used = ", ".join(name for name, value in given.items() if value is not None)
+        raise click.UsageError(f"{used}: only with --target")
     logs.configure("warning")
-    run_demo(click.echo)
+    run_demo(
+        click.echo,
+        None
+        if target is None
+        else Target(
+            url=target,
+            stripe_secret=stripe_secret or devconfig.DEV_STRIPE_WEBHOOK_SECRET,
+            polar_secret=polar_secret or devconfig.DEV_POLAR_WEBHOOK_SECRET,
+            admin_token=admin_token or devconfig.DEV_ADMIN_TOKEN,
+            stripe_fake_port=stripe_fake_port,
+        ),
+    )
 
 
 @main.command()
@@ -311,6 +391,7 @@ def worker(config_path: Path | None, threads: int, log_level: str) -> None:
             " (without it, billhook serve projects in-process)"
         )
     logs.configure(log_level)
+    log_event_log(settings)
     run_worker(settings, threads=threads)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger(__name__)
 
 # Longest message of an unexpected error we print; it must stay one short line.
 MAX_ERROR_CHARS = 200
@@ -65,11 +68,32 @@ def load(config_path: Path | None) -> Settings:
         raise click.ClickException(f"invalid config: {e}") from None
 
 
+def announce_log(settings: Settings) -> Path:
+    """Say on stderr which log this command uses (`log: /abs/path/events.db`); its path."""
+    path = settings.events_path.absolute()
+    click.echo(f"log: {path}", err=True)
+    return path
+
+
+def log_event_log(settings: Settings) -> None:
+    """:func:`announce_log` for `serve` and `worker`, whose stderr is a stream of JSON
+    lines once logging is configured: one line of it, `"msg": "event log", "path": …`."""
+    logger.info("event log", extra={"fields": {"path": str(settings.events_path.absolute())}})
+
+
 def open_existing_log(settings: Settings) -> EventLog:
-    """The event log for reading; a missing one is an error, not a new empty file."""
-    if not settings.events_path.is_file():
-        raise click.ClickException(f"no event log at {settings.events_path}")
-    return EventLog(settings.events_path)
+    """The event log, for reading or writing; announced (:func:`announce_log`).
+
+    A missing one is a one-line error naming where it was looked for, never a new
+    empty log (nor its directory) in a mistyped place: only `serve` and `worker`
+    create one (and announce it themselves).
+    """
+    path = settings.events_path.absolute()
+    if not path.is_file():
+        raise click.ClickException(
+            f"no event log at {path}: check --config and data_dir (billhook serve creates it)"
+        )
+    return EventLog(announce_log(settings))
 
 
 def open_projection(settings: Settings) -> tuple[EventLog, ProjectionStore]:

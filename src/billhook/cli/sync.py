@@ -10,10 +10,15 @@ from pathlib import Path
 
 import click
 
-from billhook.cli.support import append_all, config_option, load, open_projection
+from billhook.cli.support import (
+    append_all,
+    config_option,
+    load,
+    open_existing_log,
+    open_projection,
+)
 from billhook.config import load_settings, resolve_config_path
 from billhook.errors import ConfigError
-from billhook.log.sqlite import EventLog
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
 from billhook.providers.clients import ProviderError
@@ -90,13 +95,14 @@ def backfill_stripe(config_path: Path | None, days: int) -> None:
     settings = load(config_path)
     if not settings.stripe.api_key:
         raise click.ClickException("no Stripe API key: set [stripe] api_key or STRIPE_API_KEY")
-    source = StripeSource(settings.stripe.api_key.reveal(), settings.stripe.api_base)
-    since = int(datetime.now(UTC).timestamp()) - days * 86_400
-    events = list(source.events(since, list(STRIPE_PROJECTED_TYPES)))
-    # The API lists newest first; the log reads best in the order things happened.
-    records = [stripe_record(json.dumps(event, default=str)) for event in reversed(events)]
-    log = EventLog(settings.events_path)
+    # Before any request: a log that is not there is a mistyped path, not one to create.
+    log = open_existing_log(settings)
     try:
+        source = StripeSource(settings.stripe.api_key.reveal(), settings.stripe.api_base)
+        since = int(datetime.now(UTC).timestamp()) - days * 86_400
+        events = list(source.events(since, list(STRIPE_PROJECTED_TYPES)))
+        # The API lists newest first; the log reads best in the order things happened.
+        records = [stripe_record(json.dumps(event, default=str)) for event in reversed(events)]
         new = append_all(log, records)
     finally:
         log.close()
@@ -115,15 +121,12 @@ def backfill_polar(config_path: Path | None) -> None:
         raise click.ClickException(
             "no Polar access token: set [polar] access_token or POLAR_ACCESS_TOKEN"
         )
+    log, store = open_projection(settings)
     source = PolarSource(
         settings.polar.access_token.reveal(),
         server=settings.polar.server,
         server_url=settings.polar.server_url,
     )
-    # Like `backfill stripe`, a backfill may be the first thing a new deployment writes.
-    log = EventLog(settings.events_path)
-    store = ProjectionStore(settings.projections_path, settings)
-    catch_up(log, store)
     try:
         snapshots = [("polar", sub) for sub in source.all_subscriptions()]
         found = drift(snapshots, store, settings, datetime.now(UTC))
@@ -146,7 +149,8 @@ EXIT_BAD_FILE = 2
 @config_option
 @click.option("--online", is_flag=True, help="Also look up every mapped price and product.")
 def check_config(config_path: Path | None, online: bool) -> None:
-    """Preflight before paid billing: one line per check, exit 1 on any ✗."""
+    """Preflight before serving and paid billing: one line per check (✓, ! a warning,
+    ✗ a failure), then `N checks, M failed` counting those lines; exit 1 on any ✗."""
     from billhook.sync.preflight import Check, all_checks
 
     path = resolve_config_path(config_path, os.environ, Path.cwd())
@@ -155,14 +159,19 @@ def check_config(config_path: Path | None, online: bool) -> None:
     except ConfigError as e:
         click.echo(Check(False, "config", str(e)).line())
         raise click.ClickException("the config does not load; nothing else was checked") from None
-    click.echo(Check(True, "config", f"loaded from {path or 'the built-in defaults'}").line())
-    total = failed = 0
+    printed = [Check(True, "config", f"loaded from {path or 'the built-in defaults'}")]
+    click.echo(printed[0].line())
     for check in all_checks(settings, online=online):
         click.echo(check.line())
-        total += 1
-        failed += not check.ok
+        printed.append(check)
+    failed = sum(not c.ok for c in printed)
+    warned = sum(c.ok and c.warning for c in printed)
+    summary = f"{len(printed)} checks, {failed} failed"
+    if warned:
+        summary += f", {warned} warning{'s' if warned > 1 else ''}"
     if failed:
-        raise click.ClickException(f"{failed} of {total} checks failed")
+        raise click.ClickException(summary)
+    click.echo(summary)
 
 
 class BadPilotsFile(click.ClickException):
@@ -215,8 +224,7 @@ def pilots_classify(
     if parsed.classifies and (not actor or not actor.strip()):
         raise click.UsageError("--actor is required to import a classification column")
     if parsed.classifies:
-        # Importing writes, like `override set`: a deployment without a log gets one.
-        log = EventLog(settings.events_path)
+        log = open_existing_log(settings)
         store = ProjectionStore(settings.projections_path, settings)
         try:
             reason = reason or f"pilots classify {csv_file.name}"

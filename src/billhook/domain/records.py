@@ -29,3 +29,20 @@ class StoredEvent:
     occurred_at: str | None
     received_at: str
     payload: str
+
+
+@dataclass(frozen=True)
+class EventSubject:
+    """Whom an event is about, as far as its payload can tell without being trusted.
+
+    Read from an event that could not be applied, where any field may be the
+    malformed one: `workspace` is a workspace the event names itself (metadata,
+    a checkout's reference, a Polar external id, an override's workspace);
+    `customer` and `subscription` are ids at `provider` whose link leads to
+    one. Each is None when absent or unreadable.
+    """
+
+    workspace: str | None = None
+    provider: str | None = None
+    customer: str | None = None
+    subscription: str | None = None

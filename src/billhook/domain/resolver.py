@@ -4,7 +4,9 @@ Precedence (docs/entitlements.md): an unexpired site-owner override wins outrigh
 the highest tier among unexpired overrides and granting subscriptions, ties to
 the healthy candidate, then by source rank, then the later period end; else
 the default tier. Fail closed: a subscription whose prices are all unmapped,
-or whose event came in the wrong livemode, grants nothing and is a problem.
+or whose event came in the wrong livemode, grants nothing and is a problem. An
+event about the workspace that could not be applied (quarantined) is a problem
+too: what billhook knows may be incomplete, so the next action is support's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from billhook.domain.facts import (
 from billhook.domain.policy import Policy
 from billhook.domain.times import iso_to_us, to_us
 
+# The problem a quarantined event about the workspace adds, before its seq.
+QUARANTINED = "quarantined"
 # Tie-break between candidates of the same tier and health (docs/entitlements.md, rule 2).
 SOURCE_RANK = {
     "enterprise_contract": 4,
@@ -36,13 +40,15 @@ US_PER_HOUR = 3_600_000_000
 
 @dataclass(frozen=True)
 class WorkspaceFacts:
-    """Everything projected about one workspace, as of `as_of_seq`."""
+    """Everything projected about one workspace, as of `as_of_seq`; `quarantined` are
+    the seqs of events about it that could not be applied."""
 
     workspace_id: str
     subscriptions: Sequence[SubscriptionFact]
     overrides: Sequence[OverrideFact]
     enforcement: str
     as_of_seq: int
+    quarantined: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,14 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
         default=None,
     )
     latest = max(facts.subscriptions, key=lambda f: f.order, default=None)
-    problems = tuple(sorted(v.problem for v in views if v.problem is not None))
+    problems = tuple(
+        sorted(
+            [
+                *(v.problem for v in views if v.problem is not None),
+                *(f"{QUARANTINED}:{seq}" for seq in facts.quarantined),
+            ]
+        )
+    )
 
     grace_us = int(policy.attention_grace_hours * US_PER_HOUR)
     if winner is None:
@@ -212,7 +225,7 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
         source=source,
         status=status,
         attention=attention,
-        next_action=_next_action(winner, status, problems, default),
+        next_action=_next_action(winner, status, problems, default, bool(facts.quarantined)),
         included=included,
         unavailable=unavailable,
         seats=seats,
@@ -227,8 +240,15 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
 
 
 def _next_action(
-    winner: Candidate | None, status: str, problems: Sequence[str], default: str
+    winner: Candidate | None,
+    status: str,
+    problems: Sequence[str],
+    default: str,
+    quarantined: bool,
 ) -> str:
+    if quarantined:
+        # Whatever the facts say, an event about the workspace is missing from them.
+        return "contact_support"
     if winner is not None:
         if winner.attention:
             return "update_payment_method"

@@ -67,7 +67,8 @@ def route_templates(routes: Sequence[BaseRoute], prefix: str = "") -> dict[int, 
         if isinstance(route, Mount):
             found = route_templates(route.routes, prefix + route.path)
         elif isinstance(route, Route):
-            found = {id(route.endpoint): prefix + route.path}
+            # `path_format`: the template without convertor names (`{workspace_id}`).
+            found = {id(route.endpoint): prefix + route.path_format}
         for key, template in found.items():
             if templates.setdefault(key, template) != template:
                 raise ValueError(f"one endpoint serves {templates[key]} and {template}")

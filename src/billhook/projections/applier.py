@@ -9,17 +9,23 @@ would have, row for row.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Protocol
 
 from billhook.config import Settings
 from billhook.domain.facts import EnforcementFact, Fact, LinkFact, OverrideFact, SubscriptionFact
-from billhook.domain.records import StoredEvent
+from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.reducers import merge_link, merge_override, merge_subscription
 from billhook.domain.resolver import WorkspaceFacts, resolve
 from billhook.domain.times import parse_time
 from billhook.errors import DecodeError, LogUnavailable, StoreUnavailable
-from billhook.providers.decode import decode, understands
+from billhook.providers.decode import decode, subject, understands
+
+logger = logging.getLogger(__name__)
+# Where no process configured logging (a CLI command catching up), quarantines stay out of
+# its output rather than reaching Python's last-resort stderr handler as bare words.
+logger.addHandler(logging.NullHandler())
 
 # Longest quarantine message kept; errors are short, this bounds a pathological one.
 MAX_ERROR_CHARS = 500
@@ -51,7 +57,10 @@ class Facts(Protocol):
 
     def put_enforcement(self, fact: EnforcementFact, seq: int) -> None: ...
 
-    def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts: ...
+    def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
+        """For the history: quarantined events, which change no (tier, source, status),
+        may be left out."""
+        ...
 
     def last_history(self, workspace: str) -> tuple[str, str, str] | None: ...
 
@@ -59,7 +68,7 @@ class Facts(Protocol):
         self, workspace: str, event: StoredEvent, state: tuple[str, str, str]
     ) -> None: ...
 
-    def quarantine(self, event: StoredEvent, error: str) -> None: ...
+    def quarantine(self, event: StoredEvent, error: str, subject: EventSubject) -> None: ...
 
 
 def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
@@ -76,13 +85,32 @@ def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
     try:
         decoded = decode(event, settings.workspace_key)
     except DecodeError as e:
-        facts.quarantine(event, str(e)[:MAX_ERROR_CHARS])
+        quarantine(facts, event, str(e)[:MAX_ERROR_CHARS], settings)
         return "quarantined"
     touched: set[str] = set()
     for fact in decoded:
         touched.update(_put(facts, fact, event.seq))
     _record_history(facts, event, touched, settings)
     return "applied"
+
+
+def quarantine(facts: Facts, event: StoredEvent, reason: str, settings: Settings) -> None:
+    """Quarantine `event` with `reason`, and with whom it is about: a workspace's
+    entitlement lists it among its problems (docs/entitlements.md)."""
+    facts.quarantine(event, reason, subject(event, settings.workspace_key))
+
+
+def log_quarantined(event: StoredEvent, reason: str) -> None:
+    """One warning per quarantined event, once its quarantine is committed: ids and the
+    reason (which names a field, never a value), nothing of the payload."""
+    fields = {
+        "seq": event.seq,
+        "provider": event.provider,
+        "type": event.type,
+        "event_id": event.event_id,
+        "reason": reason,
+    }
+    logger.warning("quarantined", extra={"fields": fields})
 
 
 def blames_the_event(error: Exception) -> bool:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from billhook.config import Settings
 from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
-from billhook.domain.records import StoredEvent
+from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.resolver import WorkspaceFacts
 from billhook.errors import StoreUnavailable
 from billhook.log.sqlite import EventLog
 from billhook.projections import codec
-from billhook.projections.applier import apply_event, blames_the_event
+from billhook.projections.applier import apply_event, blames_the_event, log_quarantined
 from billhook.projections.projector import Batch, catch_up
-from billhook.projections.store import ProjectionStore, storage_fault
+from billhook.projections.store import ProjectionStore, quarantine_hint, storage_fault
 from billhook.providers.decode import PROJECTED_TYPES
 
 # Events read from the log per query.
@@ -66,6 +66,8 @@ class MemoryFacts:
         self._last_history: dict[str, tuple[str, str, str]] = {}
         self.rows: dict[str, list[tuple[object, ...]]] = defaultdict(list)
         self.skipped = 0
+        # (event, reason) of each quarantine, logged once the fold is committed.
+        self.quarantined: list[tuple[StoredEvent, str]] = []
 
     # -- reads ------------------------------------------------------------------------
 
@@ -160,10 +162,18 @@ class MemoryFacts:
             )
         )
 
-    def quarantine(self, event: StoredEvent, error: str) -> None:
+    def quarantine(self, event: StoredEvent, error: str, subject: EventSubject) -> None:
         self.rows["quarantine"].append(
-            (event.seq, event.provider, event.event_id, event.type, error)
+            (
+                event.seq,
+                event.provider,
+                event.event_id,
+                event.type,
+                error,
+                *quarantine_hint(subject),
+            )
         )
+        self.quarantined.append((event, error))
 
     def current_rows(self) -> dict[str, list[tuple[object, ...]]]:
         """The versions still open at the end, as rows with `to_seq` NULL."""
@@ -209,8 +219,8 @@ _INSERTS = {
     "history": "INSERT INTO history"
     " (workspace, seq, at, provider, type, event_id, tier, source, status)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "quarantine": "INSERT INTO quarantine (seq, provider, event_id, type, error)"
-    " VALUES (?, ?, ?, ?, ?)",
+    "quarantine": "INSERT INTO quarantine (seq, provider, event_id, type, error,"
+    " workspace, subject_provider, customer, subscription) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
 }
 
 
@@ -265,6 +275,8 @@ def rebuild(
         conn.execute("UPDATE checkpoint SET seq = ?, skipped = ?", (last, facts.skipped))
         conn.execute("COMMIT")
         conn.execute("PRAGMA synchronous=NORMAL")
+        for event, reason in facts.quarantined:
+            log_quarantined(event, reason)
     except Exception as e:
         if isinstance(e, sqlite3.Error) and storage_fault(e):
             raise StoreUnavailable(f"rebuild into {target} failed: {e}") from e

@@ -5,6 +5,10 @@ nothing is overwritten, so the state after any seq can be read back (`as_of`).
 A batch of events, its history rows and the checkpoint commit in one
 transaction, which makes applying idempotent: a batch is applied whole or not
 at all, and re-running from the checkpoint is a no-op.
+
+A quarantined event keeps whom it is about (the workspace it names, or its
+customer and subscription ids); which workspace that is, is decided when a
+workspace is read, through the links as they stood, as for subscriptions.
 """
 
 from __future__ import annotations
@@ -19,14 +23,20 @@ from typing import Any
 
 from billhook.config import Settings
 from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
-from billhook.domain.records import StoredEvent
+from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.resolver import WorkspaceFacts
 from billhook.errors import StoreUnavailable
 from billhook.projections import codec
-from billhook.projections.applier import apply_event, blames_the_event, unapplied_reason
+from billhook.projections.applier import (
+    apply_event,
+    blames_the_event,
+    log_quarantined,
+    quarantine,
+    unapplied_reason,
+)
 
 # Bumped whenever reducers or the schema change what a replay would produce.
-PROJECTION_VERSION = 2
+PROJECTION_VERSION = 3
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
 SCHEMA = """
@@ -66,7 +76,8 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     seq INTEGER PRIMARY KEY, provider TEXT NOT NULL, event_id TEXT NOT NULL,
-    type TEXT NOT NULL, error TEXT NOT NULL
+    type TEXT NOT NULL, error TEXT NOT NULL,
+    workspace TEXT, subject_provider TEXT, customer TEXT, subscription TEXT
 );
 CREATE TABLE IF NOT EXISTS checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, version INTEGER NOT NULL,
@@ -74,6 +85,20 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 );
 INSERT OR IGNORE INTO checkpoint (id, seq, version, skipped) VALUES (1, 0, {version}, 0);
 """
+# Columns added since a table was first created: (table, column, type). A store of an
+# older version gains them when opened, so that a replay's swap can copy into it.
+ADDED_COLUMNS = (
+    ("quarantine", "workspace", "TEXT"),
+    ("quarantine", "subject_provider", "TEXT"),
+    ("quarantine", "customer", "TEXT"),
+    ("quarantine", "subscription", "TEXT"),
+)
+# Indexes on added columns, by name, created once the columns exist.
+ADDED_INDEXES = {
+    "quarantine_workspace": "ON quarantine (workspace, seq)",
+    "quarantine_customer": "ON quarantine (subject_provider, customer, seq)",
+    "quarantine_subscription": "ON quarantine (subject_provider, subscription, seq)",
+}
 
 
 def _live(alias: str, as_of: int | None) -> tuple[str, tuple[int, ...]]:
@@ -118,9 +143,19 @@ class QuarantineRow:
 
 
 def read_facts(
-    conn: sqlite3.Connection, settings: Settings, workspace: str, as_of: int | None, seq: int
+    conn: sqlite3.Connection,
+    settings: Settings,
+    workspace: str,
+    as_of: int | None,
+    seq: int,
+    *,
+    with_quarantine: bool = True,
 ) -> WorkspaceFacts:
-    """The facts about `workspace`: current (`as_of` None) or right after `as_of`."""
+    """The facts about `workspace`: current (`as_of` None) or right after `as_of`.
+
+    `with_quarantine=False` leaves out the quarantined events about it, which
+    change no tier, source or status (what the history records).
+    """
     s_live, s_params = _live("s", as_of)
     l_live, l_params = _live("l", as_of)
     o_live, o_params = _live("o", as_of)
@@ -144,7 +179,42 @@ def read_facts(
         overrides=tuple(codec.override(row[0]) for row in overrides),
         enforcement=read_enforcement(conn, settings, as_of),
         as_of_seq=seq,
+        quarantined=read_quarantined(conn, workspace, as_of, seq) if with_quarantine else (),
     )
+
+
+def read_quarantined(
+    conn: sqlite3.Connection, workspace: str, as_of: int | None, seq: int
+) -> tuple[int, ...]:
+    """The seqs (up to `seq`) of quarantined events about `workspace`: those naming it,
+    else those whose customer, or whose subscription, was linked to it (`as_of` as in
+    :func:`read_facts`)."""
+    if conn.execute("SELECT 1 FROM quarantine LIMIT 1").fetchone() is None:
+        return ()  # the usual case: spare the reads below their four index probes
+    s_live, s_params = _live("s", as_of)
+    l_live, l_params = _live("l", as_of)
+    not_named = "q.workspace IS NULL AND q.seq <= ?"
+    rows = conn.execute(
+        "SELECT q.seq FROM quarantine q WHERE q.workspace = ? AND q.seq <= ?"  # noqa: S608
+        " UNION SELECT q.seq FROM links l CROSS JOIN quarantine q"
+        " ON q.subject_provider = l.provider AND q.customer = l.customer"
+        f" WHERE l.workspace = ? AND {l_live} AND {not_named}"
+        " UNION SELECT q.seq FROM subscriptions s CROSS JOIN quarantine q"
+        " ON q.subject_provider = s.provider AND q.subscription = s.id"
+        f" WHERE s.workspace = ? AND {s_live} AND {not_named}"
+        " UNION SELECT q.seq FROM links l CROSS JOIN subscriptions s"
+        " ON s.provider = l.provider AND s.customer = l.customer CROSS JOIN quarantine q"
+        " ON q.subject_provider = s.provider AND q.subscription = s.id"
+        f" WHERE l.workspace = ? AND {l_live} AND s.workspace IS NULL AND {s_live}"
+        f" AND {not_named} ORDER BY 1",
+        (
+            *(workspace, seq),
+            *(workspace, *l_params, seq),
+            *(workspace, *s_params, seq),
+            *(workspace, *l_params, *s_params, seq),
+        ),
+    ).fetchall()
+    return tuple(row[0] for row in rows)
 
 
 def read_enforcement(conn: sqlite3.Connection, settings: Settings, as_of: int | None) -> str:
@@ -185,6 +255,7 @@ class ProjectionStore:
         self.path = path
         self._settings = settings
         self._before_commit = before_commit
+        self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +268,7 @@ class ProjectionStore:
             conn.executescript(
                 f"BEGIN IMMEDIATE;{SCHEMA.format(version=PROJECTION_VERSION)}COMMIT;"
             )
+            _add_columns(conn)
         except (sqlite3.Error, OSError) as e:
             raise StoreUnavailable(f"cannot open the projection store at {path}: {e}") from e
         self.conn = conn
@@ -333,13 +405,19 @@ class ProjectionStore:
         the transaction, right before COMMIT (crash tests kill the process there).
         """
         with self._lock:
-            conn = self.conn
             try:
-                conn.execute("ATTACH DATABASE ? AS live", (str(live),))
+                # A connection of its own, fresh for each swap: Python's sqlite3 reuses a
+                # statement by its text, and a `BEGIN IMMEDIATE` prepared before the ATTACH
+                # (every apply prepares one) locks `main` only, leaving `live` to any writer
+                # until the copy fails to upgrade its read ("database is locked").
+                conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout_s, isolation_level=None
+                )
                 try:
+                    conn.execute("ATTACH DATABASE ? AS live", (str(live),))
                     return _copy_into_attached(conn, before_commit)
                 finally:
-                    conn.execute("DETACH DATABASE live")
+                    conn.close()
             except sqlite3.Error as e:
                 raise StoreUnavailable(f"swapping {self.path} into {live} failed: {e}") from e
 
@@ -379,7 +457,7 @@ class ProjectionStore:
                         if storage_fault(e) or not blames_the_event(e):
                             raise
                         conn.execute("ROLLBACK TO event")
-                        facts.quarantine(event, unapplied_reason(e))
+                        quarantine(facts, event, unapplied_reason(e), self._settings)
                         outcome = "quarantined"
                     conn.execute("RELEASE event")
                     applied += outcome == "applied"
@@ -391,6 +469,8 @@ class ProjectionStore:
                 if self._before_commit is not None:
                     self._before_commit()
                 conn.execute("COMMIT")
+                for event, reason in facts.quarantined:
+                    log_quarantined(event, reason)
             except sqlite3.Error as e:
                 # A storage fault, or one while undoing an event: nothing of the batch stays.
                 with contextlib.suppress(sqlite3.Error):
@@ -415,6 +495,40 @@ TABLES = (
     "quarantine",
     "checkpoint",
 )
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a store of an older version the columns added since (ADDED_COLUMNS), and
+    their indexes, in one transaction. A store that has them all is only read: opening
+    one takes no second write lock."""
+    if not _missing_columns(conn) and not _missing_indexes(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Names and types come from this module, never from input.
+        for table, column, kind in _missing_columns(conn):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        for name in _missing_indexes(conn):
+            conn.execute(f"CREATE INDEX {name} {ADDED_INDEXES[name]}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    present = {
+        (table, row[1])
+        for table in {t for t, _, _ in ADDED_COLUMNS}
+        for row in conn.execute(f"PRAGMA table_info({table})")
+    }
+    return [added for added in ADDED_COLUMNS if added[:2] not in present]
+
+
+def _missing_indexes(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'").fetchall()
+    return sorted(set(ADDED_INDEXES) - {row[0] for row in rows})
 
 
 def _copy_into_attached(conn: sqlite3.Connection, before_commit: Callable[[], None] | None) -> bool:
@@ -449,6 +563,8 @@ class SqliteFacts:
     def __init__(self, conn: sqlite3.Connection, settings: Settings) -> None:
         self._conn = conn
         self._settings = settings
+        # (event, reason) of each quarantine: the store logs them once committed.
+        self.quarantined: list[tuple[StoredEvent, str]] = []
 
     def subscription(self, provider: str, id: str) -> SubscriptionFact | None:
         row = self._conn.execute(
@@ -516,7 +632,8 @@ class SqliteFacts:
         )
 
     def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
-        return read_facts(self._conn, self._settings, workspace, None, seq)
+        # For the history only, which quarantined events never change.
+        return read_facts(self._conn, self._settings, workspace, None, seq, with_quarantine=False)
 
     def last_history(self, workspace: str) -> tuple[str, str, str] | None:
         row = self._conn.execute(
@@ -542,15 +659,29 @@ class SqliteFacts:
             ),
         )
 
-    def quarantine(self, event: StoredEvent, error: str) -> None:
+    def quarantine(self, event: StoredEvent, error: str, subject: EventSubject) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO quarantine (seq, provider, event_id, type, error)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (event.seq, event.provider, event.event_id, event.type, error),
+            "INSERT OR REPLACE INTO quarantine (seq, provider, event_id, type, error,"
+            " workspace, subject_provider, customer, subscription)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.seq,
+                event.provider,
+                event.event_id,
+                event.type,
+                error,
+                *quarantine_hint(subject),
+            ),
         )
+        self.quarantined.append((event, error))
 
     def _close(self, table: str, where: str, params: tuple[str, ...], seq: int) -> None:
         self._conn.execute(
             f"UPDATE {table} SET to_seq = ? WHERE {where} AND to_seq IS NULL",  # noqa: S608
             (seq, *params),
         )
+
+
+def quarantine_hint(subject: EventSubject) -> tuple[str | None, str | None, str | None, str | None]:
+    """A quarantine row's (workspace, subject_provider, customer, subscription)."""
+    return (subject.workspace, subject.provider, subject.customer, subject.subscription)

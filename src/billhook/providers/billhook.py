@@ -12,11 +12,18 @@ from typing import Any
 
 from billhook.config import ENFORCEMENT_MODES
 from billhook.domain.facts import OVERRIDE_KINDS, EnforcementFact, Fact, OverrideFact
-from billhook.domain.records import StoredEvent
+from billhook.domain.records import EventSubject, StoredEvent
 from billhook.errors import DecodeError
-from billhook.providers.fields import free_text, iso_us, json_object, moment, required_id
-from billhook.providers.polar.decode import polar_snapshot
-from billhook.providers.stripe.decode import stripe_snapshot
+from billhook.providers.fields import (
+    free_text,
+    iso_us,
+    json_object,
+    moment,
+    readable_id,
+    required_id,
+)
+from billhook.providers.polar.decode import polar_snapshot, polar_subscription_subject
+from billhook.providers.stripe.decode import stripe_snapshot, stripe_subscription_subject
 
 # billhook's own operator events.
 OVERRIDE_SET = "billhook.override_set"
@@ -79,3 +86,20 @@ def enforcement_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) 
     approved_by = free_text(payload.get("approved_by"), "enforcement approved_by")
     reason = free_text(payload.get("reason"), "enforcement reason")
     return [EnforcementFact(mode, approved_by, reason, event.seq)]
+
+
+def billhook_subject(event: StoredEvent, payload: Mapping[str, Any], key: str) -> EventSubject:
+    """Whom one of billhook's own events is about, each field read only if well-formed."""
+    if event.type == RECONCILED:
+        sub = payload.get("subscription")
+        if not isinstance(sub, dict):
+            return EventSubject()
+        provider = payload.get("provider")
+        if provider == "stripe":
+            return stripe_subscription_subject(sub, key)
+        if provider == "polar":
+            return polar_subscription_subject(sub, key)
+        return EventSubject()
+    if event.type in (OVERRIDE_SET, OVERRIDE_REVOKED):
+        return EventSubject(workspace=readable_id(payload.get("workspace_id"), limit=None))
+    return EventSubject()  # the enforcement mode is about every workspace, not one

@@ -5,7 +5,8 @@ dict; the functions live with their provider (`stripe/decode.py`,
 `polar/decode.py`, and `billhook.py` for billhook's own events). An event
 billhook does not understand yields no facts; a known event whose payload is
 malformed raises :class:`DecodeError` and is quarantined. Reasons name a
-field, never a value (see :mod:`billhook.providers.fields`).
+field, never a value (see :mod:`billhook.providers.fields`). Of a quarantined
+event, :func:`subject` reads whom it is about, trusting none of its fields.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 import orjson
 
 from billhook.domain.facts import Fact
-from billhook.domain.records import StoredEvent
+from billhook.domain.records import EventSubject, StoredEvent
 from billhook.errors import DecodeError
 from billhook.providers.billhook import (
     ENFORCEMENT_SET,
     OVERRIDE_REVOKED,
     OVERRIDE_SET,
     RECONCILED,
+    billhook_subject,
     enforcement_facts,
     override_facts,
     reconciled_facts,
@@ -31,6 +33,7 @@ from billhook.providers.polar.decode import (
     POLAR_CUSTOMER_EVENTS,
     POLAR_SUBSCRIPTION_EVENTS,
     polar_customer,
+    polar_subject,
     polar_subscription,
 )
 from billhook.providers.stripe.decode import (
@@ -40,6 +43,7 @@ from billhook.providers.stripe.decode import (
     STRIPE_SUBSCRIPTION_RANKS,
     stripe_checkout,
     stripe_customer,
+    stripe_subject,
     stripe_subscription,
 )
 
@@ -68,6 +72,19 @@ def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
         # The handlers check every field they read; should one slip through, the reason
         # still names no value (an exception's text may quote one).
         raise DecodeError(f"payload could not be read ({e.__class__.__name__})") from e
+
+
+def subject(event: StoredEvent, workspace_key: str) -> EventSubject:
+    """Whom `event` is about, for an event that could not be applied: whatever of its
+    workspace, customer and subscription is well-formed. Never raises."""
+    reader = _SUBJECTS.get(event.provider) if understands(event) else None
+    if reader is None:
+        return EventSubject()
+    try:
+        payload = orjson.loads(event.payload)
+    except (orjson.JSONDecodeError, TypeError):
+        return EventSubject()
+    return reader(event, payload, workspace_key) if isinstance(payload, dict) else EventSubject()
 
 
 def understands(event: StoredEvent) -> bool:
@@ -108,4 +125,11 @@ _HANDLERS: Mapping[tuple[str, str], Handler] = {
     ("billhook", "override"): override_facts,
     ("billhook", "reconciled"): reconciled_facts,
     ("billhook", "enforcement"): enforcement_facts,
+}
+
+# Per provider: whom an event is about (`subject`), read from a payload that is not trusted.
+_SUBJECTS: Mapping[str, Callable[[StoredEvent, Mapping[str, Any], str], EventSubject]] = {
+    "stripe": stripe_subject,
+    "polar": polar_subject,
+    "billhook": billhook_subject,
 }

@@ -85,6 +85,25 @@ def metadata_workspace(obj: Mapping[str, Any], key: str, owner: str) -> str | No
     return optional_workspace(value, f"{owner} metadata.{key}")
 
 
+def readable_id(value: object, limit: int | None = MAX_ID_CHARS) -> str | None:
+    """`value` if it would pass as an id (:func:`required_id`), else None, never an error.
+
+    For naming whom an event that could not be applied is about: any of its
+    fields may be the malformed one, so each is taken only if it is well-formed.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    return value if limit is None or len(value) <= limit else None
+
+
+def readable_metadata_workspace(obj: object, key: str) -> str | None:
+    """The workspace `obj`'s metadata names under `key`, if readable (see :func:`readable_id`)."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    return readable_id(metadata.get(key), MAX_WORKSPACE_CHARS)
+
+
 def free_text(value: object, field: str) -> str:
     """Free text an operator wrote (a reason, a name); absent means empty."""
     if value is None:

@@ -19,6 +19,9 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import DramatiqError
 
+from billhook.config import redis_url_problem
+from billhook.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 # dramatiq's key prefix in Redis.
@@ -35,6 +38,11 @@ MIN_INTERVAL_S = 0.005
 
 
 def make_broker(url: str) -> RedisBroker:
+    """The broker on Redis at `url`; ConfigError naming `redis.url` when the URL is unusable
+    (`billhook check-config` reports the same)."""
+    problem = redis_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"redis.url: {problem}")
     # dramatiq's RedisBroker.__init__ carries no annotations.
     return RedisBroker(  # type: ignore[no-untyped-call]
         url=url, namespace=NAMESPACE, socket_timeout=2, socket_connect_timeout=2

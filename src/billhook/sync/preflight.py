@@ -1,23 +1,33 @@
 """`billhook check-config`: the preflight before paid billing (docs/operations.md).
 
-Every check is a :class:`Check` — a pass or a failure with one line of detail
-that carries ids, tiers, intervals and key *kinds*, never a secret. The
-offline checks read only the settings; the online ones look each mapped Stripe
-price and Polar product up through a small port (``price`` / ``product``
-returning the provider's JSON, or None when there is no such object), which
-:class:`~billhook.providers.stripe.client.StripeSource` and
-:class:`~billhook.providers.polar.client.PolarSource`
-satisfy. Checks are yielded one by one so the CLI can print them as they come.
+Every check is a :class:`Check` — a pass, a warning or a failure with one line
+of detail that carries ids, tiers, intervals, paths and key *kinds*, never a
+secret. The offline checks read the settings (and look at the data dir): what
+`billhook serve` will use — the log's place, the Redis URL as redis-py reads
+it, the tokens — so that a config that passes them starts. The online ones look
+each mapped Stripe price and Polar product up through a small port (``price``
+/ ``product`` returning the provider's JSON, or None when there is no such
+object), which :class:`~billhook.providers.stripe.client.StripeSource` and
+:class:`~billhook.providers.polar.client.PolarSource` satisfy. Checks are
+yielded one by one so the CLI can print them as they come.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from billhook.config import ENFORCEMENT_MODES, PriceMapping, ProductMapping, Settings
+from billhook.config import (
+    ENFORCEMENT_MODES,
+    PriceMapping,
+    ProductMapping,
+    Settings,
+    redis_url_problem,
+)
 from billhook.providers.clients import ProviderError, sources
 from billhook.providers.polar.client import PolarSource
 from billhook.providers.stripe.client import StripeSource
@@ -35,21 +45,26 @@ STRIPE_KEY_PREFIXES = {
 STRIPE_WRONG_KEYS = {"pk_": "a publishable key", "whsec_": "a webhook secret"}
 # The Polar server each mode belongs on.
 POLAR_SERVER_FOR_MODE = {"test": "sandbox", "live": "production"}
-# How a check line starts when it passes, and when it fails.
-PASS, FAIL = "✓", "✗"
+# How a check line starts when it passes, when it passes with a warning, and when it fails.
+PASS, WARN, FAIL = "✓", "!", "✗"
 
 
 @dataclass(frozen=True)
 class Check:
-    """One check's outcome: `name` is what was checked, `detail` what was found."""
+    """One check's outcome: `name` is what was checked, `detail` what was found.
+
+    A `warning` passes (nothing stops `serve`) but is worth an operator's look.
+    """
 
     ok: bool
     name: str
     detail: str
+    warning: bool = False
 
     def line(self) -> str:
-        """`✓ name: detail` or `✗ name: detail`."""
-        return f"{PASS if self.ok else FAIL} {self.name}: {self.detail}"
+        """`✓ name: detail`, `! name: detail` (a warning) or `✗ name: detail`."""
+        mark = FAIL if not self.ok else WARN if self.warning else PASS
+        return f"{mark} {self.name}: {self.detail}"
 
 
 class PriceLookup(Protocol):
@@ -84,7 +99,11 @@ def polar_in_use(settings: Settings) -> bool:
 
 
 def offline_checks(settings: Settings) -> Iterator[Check]:
-    """Checks that need only the settings (already loaded, so already well-typed)."""
+    """Checks that need only the settings (already loaded, so already well-typed) and a
+    look at the data dir."""
+    yield event_log_check(settings.events_path)
+    yield redis_check(settings)
+    yield auth_check(settings)
     yield _enforcement(settings)
     yield _tiers(settings)
     stripe, polar = stripe_in_use(settings), polar_in_use(settings)
@@ -96,6 +115,48 @@ def offline_checks(settings: Settings) -> Iterator[Check]:
         yield from _polar_offline(settings)
     for tier in list(settings.tiers)[1:]:
         yield tier_pricing(tier, settings.stripe.prices, settings.polar.products)
+
+
+def event_log_check(events_path: Path) -> Check:
+    """Where `serve` keeps the log, and whether it can: an existing log, or a directory
+    it may create one in."""
+    path = events_path.absolute()
+    if path.is_file():
+        return Check(True, "event log", str(path))
+    if path.exists():
+        return Check(False, "event log", f"{path} is not a file")
+    place = path.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        return Check(False, "event log", f"{path}: {place} is not a directory")
+    if not os.access(place, os.W_OK | os.X_OK):
+        return Check(False, "event log", f"{path}: {place} is not writable")
+    return Check(True, "event log", f"{path} (none yet: billhook serve creates it)")
+
+
+def redis_check(settings: Settings) -> Check:
+    """Whether `[redis] url` is one redis-py can use (parsed, not connected); the URL is
+    never shown, since it may carry a password."""
+    if not settings.redis_url:
+        return Check(True, "redis url", "not set: billhook serve projects in-process")
+    problem = redis_url_problem(settings.redis_url.reveal())
+    if problem is not None:
+        return Check(False, "redis url", problem)
+    return Check(True, "redis url", "a URL redis-py accepts (not connected to)")
+
+
+def auth_check(settings: Settings) -> Check:
+    """How many read and admin tokens there are; a warning when there are none."""
+    read, admin = len(settings.auth.api_tokens), len(settings.auth.admin_tokens)
+    name = "auth tokens"
+    if not read and not admin:
+        detail = "none configured (auth.api_tokens, auth.admin_tokens): every /v1 call answers 401"
+        return Check(True, name, detail, warning=True)
+    counted = f"{_plural(read, 'read token')}, {_plural(admin, 'admin token')}"
+    if not admin:
+        counted += " (the admin routes refuse every token; the CLI still acts)"
+    return Check(True, name, counted)
 
 
 def _enforcement(settings: Settings) -> Check:

@@ -49,13 +49,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp) -> Iterator[str]:
-    """Serve `app` with a real uvicorn on a free loopback port; yields its base URL.
+def serve_in_thread(app: ASGIApp, port: int = 0) -> Iterator[str]:
+    """Serve `app` with a real uvicorn on loopback `port` (0: a free one); yields its base URL.
 
     The server runs the app's lifespan, and stops (finishing in-flight
     requests) when the block ends. Raises RuntimeError when it does not start.
     """
-    config = uvicorn.Config(app, host=HOST, port=0, log_config=None, ws="none", lifespan="on")
+    config = uvicorn.Config(app, host=HOST, port=port, log_config=None, ws="none", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from billhook.domain.facts import Fact, LinkFact, Order, SubscriptionFact
-from billhook.domain.records import StoredEvent
+from billhook.domain.records import EventSubject, StoredEvent
 from billhook.providers.fields import (
+    MAX_WORKSPACE_CHARS,
     count,
     first_time_us,
     flag,
@@ -21,6 +22,8 @@ from billhook.providers.fields import (
     optional_id,
     optional_iso,
     optional_workspace,
+    readable_id,
+    readable_metadata_workspace,
     required_id,
 )
 from billhook.providers.statuses import attention_record, known_status, normalized
@@ -121,3 +124,33 @@ def polar_customer(event: StoredEvent, payload: Mapping[str, Any], key: str) -> 
         (payload.get("timestamp"), "event timestamp"),
     )
     return [LinkFact("polar", customer_id, workspace, stamp_us, event.seq)]
+
+
+# -- whom an event that could not be applied is about ----------------------------------------
+
+
+def polar_subject(event: StoredEvent, payload: Mapping[str, Any], key: str) -> EventSubject:
+    """Whom a Polar event is about, each field read only if well-formed; never raises."""
+    obj = payload.get("data")
+    if not isinstance(obj, dict):
+        return EventSubject()
+    if event.type in POLAR_SUBSCRIPTION_EVENTS:
+        return polar_subscription_subject(obj, key)
+    return EventSubject(_readable_customer_workspace(obj, key), "polar", readable_id(obj.get("id")))
+
+
+def polar_subscription_subject(sub: Mapping[str, Any], key: str) -> EventSubject:
+    """Whom a Polar subscription object is about (see :func:`polar_subject`)."""
+    embedded = sub.get("customer")
+    customer = embedded if isinstance(embedded, dict) else {}
+    return EventSubject(
+        readable_metadata_workspace(sub, key) or _readable_customer_workspace(customer, key),
+        "polar",
+        readable_id(sub.get("customer_id")) or readable_id(customer.get("id")),
+        readable_id(sub.get("id")),
+    )
+
+
+def _readable_customer_workspace(customer: Mapping[str, Any], key: str) -> str | None:
+    external_id = readable_id(customer.get("external_id"), MAX_WORKSPACE_CHARS)
+    return external_id or readable_metadata_workspace(customer, key)

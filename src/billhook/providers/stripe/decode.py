@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from billhook.domain.facts import Fact, Item, LinkFact, Order, SubscriptionFact
-from billhook.domain.records import StoredEvent
+from billhook.domain.records import EventSubject, StoredEvent
 from billhook.errors import DecodeError
 from billhook.providers.fields import (
+    MAX_WORKSPACE_CHARS,
     count,
     epoch_us,
     flag,
@@ -24,6 +25,8 @@ from billhook.providers.fields import (
     optional_epoch_iso,
     optional_id,
     optional_workspace,
+    readable_id,
+    readable_metadata_workspace,
     required_id,
 )
 from billhook.providers.statuses import attention_record, known_status, normalized
@@ -178,3 +181,41 @@ def stripe_checkout(event: StoredEvent, payload: Mapping[str, Any], key: str) ->
     if workspace is None or customer is None:
         return []
     return [LinkFact("stripe", customer, workspace, created_us, event.seq)]
+
+
+# -- whom an event that could not be applied is about ----------------------------------------
+
+
+def stripe_subject(event: StoredEvent, payload: Mapping[str, Any], key: str) -> EventSubject:
+    """Whom a Stripe event is about, each field read only if well-formed; never raises."""
+    data = payload.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        return EventSubject()
+    if event.type in STRIPE_SUBSCRIPTION_RANKS:
+        return stripe_subscription_subject(obj, key)
+    if event.type in STRIPE_CUSTOMER_EVENTS:
+        return EventSubject(
+            readable_metadata_workspace(obj, key), "stripe", readable_id(obj.get("id"))
+        )
+    workspace = readable_id(obj.get("client_reference_id"), MAX_WORKSPACE_CHARS)
+    return EventSubject(
+        workspace or readable_metadata_workspace(obj, key),
+        "stripe",
+        _readable_reference(obj.get("customer")),
+        _readable_reference(obj.get("subscription")),
+    )
+
+
+def stripe_subscription_subject(sub: Mapping[str, Any], key: str) -> EventSubject:
+    """Whom a Stripe subscription object is about (see :func:`stripe_subject`)."""
+    return EventSubject(
+        readable_metadata_workspace(sub, key),
+        "stripe",
+        _readable_reference(sub.get("customer")),
+        readable_id(sub.get("id")),
+    )
+
+
+def _readable_reference(value: object) -> str | None:
+    return readable_id(value.get("id") if isinstance(value, dict) else value)
