@@ -50,6 +50,7 @@ from billhook.testing.stripe import (
 )
 from tests.api.checkout_support import Shop, ShopFactory, no_backoff, start_shop
 from tests.contract import contract_client
+from tests.support import unavailable
 
 # The project root: subprocesses import `worker` from here.
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,13 +74,6 @@ FINALS: dict[str, tuple[str, str, tuple[str, str]]] = {
 # -- Redis --------------------------------------------------------------------------------
 
 
-def _unavailable(reason: str) -> None:
-    """No Redis: a failure under CI (like dramatiq's suite), a skip on a laptop."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis URL (never db 0) that answers PING for the whole session."""
@@ -93,7 +87,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     binary = shutil.which("redis-server")
     if binary is None:
-        _unavailable("no Redis answers for the worker tests and no redis-server is on PATH")
+        unavailable("no Redis answers for the worker tests and no redis-server is on PATH")
         return
     server = RedisServer(binary, free_port(), tmp_path_factory.mktemp("redis"))
     try:
@@ -117,7 +111,8 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server only this test uses, so it can be stopped and restarted."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not on PATH")
+        unavailable("redis-server is not on PATH")
+        return
     directory = tmp_path / "own-redis"
     directory.mkdir()
     server = RedisServer(binary, free_port(), directory)

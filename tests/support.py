@@ -31,6 +31,13 @@ def fill(path: Path) -> None:
         os.close(fd)
 
 
+def unavailable(reason: str) -> None:
+    """A service or tool a test needs is missing: a failure under CI, a skip on a laptop."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @contextmanager
 def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` (e.g. `4m`) mounted at `mount_point` (needs root, CAP_SYS_ADMIN)."""
@@ -44,9 +51,7 @@ def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     )
     if mounted.returncode != 0:
         # CI runs as root on a machine that can mount; there a failure to mount is a failure.
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        unavailable(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
     try:
         yield mount_point
     finally:

@@ -19,6 +19,7 @@ from billhook.testing.servers import (
     serve_in_thread,
     wait_until,
 )
+from tests.support import unavailable
 
 
 async def _hello(request: Request) -> PlainTextResponse:
@@ -43,7 +44,8 @@ def test_a_wait_returns_what_came_true_or_times_out() -> None:
 def test_a_redis_server_starts_stops_and_restarts(tmp_path: Path) -> None:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not on PATH")
+        unavailable("redis-server is not on PATH")
+        return
     server = RedisServer(binary, free_port(), tmp_path)
     try:
         server.start()
