@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from billhook.api.app import uvicorn_options
+from billhook.api.deadlines import uvicorn_options
 from billhook.config import Settings
 
 

@@ -22,7 +22,8 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from billhook.api.app import BodyDeadline, create_app
+from billhook.api.app import create_app
+from billhook.api.deadlines import BodyDeadline
 from billhook.api.errors import RequestTimeout
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog

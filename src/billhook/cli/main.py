@@ -50,7 +50,8 @@ def serve(config_path: Path | None, host: str, port: int, log_level: str) -> Non
     """Serve the webhook receiver and the API."""
     import uvicorn
 
-    from billhook.api.app import create_app, uvicorn_options
+    from billhook.api.app import create_app
+    from billhook.api.deadlines import uvicorn_options
     from billhook.cli.devconfig import program_name
     from billhook.cli.startup import before_serving
     from billhook.observability import logs
