@@ -19,11 +19,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from bench import ingest, ingest_latency, reads, render, replay, visibility
+from bench import (
+    ingest,
+    ingest_latency,
+    pg_ingest_two,
+    pg_replay,
+    pg_visibility,
+    postgres,
+    reads,
+    render,
+    replay,
+    visibility,
+)
 from bench.harness import REPO, RESULTS, BenchError, ensure_cores, result
 
 # The scenario modules in the order `make bench` runs them, each with the benchmarks it names.
-MODULES: tuple[ModuleType, ...] = (ingest, ingest_latency, reads, visibility, replay)
+MODULES: tuple[ModuleType, ...] = (
+    ingest,
+    ingest_latency,
+    reads,
+    visibility,
+    replay,
+    postgres,
+    pg_ingest_two,
+    pg_visibility,
+    pg_replay,
+)
 BENCHMARKS = {name: module for module in MODULES for name in module.NAMES}
 DOC = REPO / "docs" / "performance.md"
 

@@ -244,36 +244,73 @@ def minimal_command(port: int) -> list[str]:
 
 
 def bench_config(
-    work: Path, *, secret: str, token: str | None, redis_url: str | None = None
+    work: Path,
+    *,
+    secret: str,
+    token: str | None,
+    redis_url: str | None = None,
+    storage_url: str | None = None,
 ) -> Path:
-    """work/billhook.toml (data in work/data): one Stripe secret, the test prices, a read token."""
+    """work/billhook.toml (data in work/data): one Stripe secret, the test prices, a read token;
+    with `storage_url`, the log and the projections in that PostgreSQL database (SPEC §4a)."""
     auth = {"api_tokens": [token]} if token else None
     stripe = {"webhook_secrets": [secret]}
-    return write_config(work, stripe=stripe, polar=None, auth=auth, redis_url=redis_url)
+    sections = {"storage": {"url": storage_url}} if storage_url else None
+    return write_config(
+        work, stripe=stripe, polar=None, auth=auth, redis_url=redis_url, sections=sections
+    )
 
 
-def run_wrk(
-    pid: int, port: int, pool: Path, mode: str, markers: Sequence[str], seconds: int, conns: int
+def wrk_figures(
+    port: int, pool: Path, mode: str, markers: Sequence[str], seconds: int, conns: int
 ) -> dict[str, Any]:
-    """One `wrk -t1` run of bench/wrk.lua from the load-generator core against server `pid`:
-    the figures it printed, 2xx per second, and the CPU shares of the run."""
+    """One `wrk -t1` run of bench/wrk.lua against `port`, pinned to the load-generator core;
+    what its done() printed (counts, latencies, `duration_s`, its own `run_cpu_s`)."""
     script = Path(__file__).with_name("wrk.lua")
     options = ["-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script)]
     command = [ensure_tool("wrk", "wrk"), *options, f"http://{HOST}:{port}", "--", str(pool)]
-    before = Cpu.now(pid)
     out = run_pinned("wrk", LOADGEN_CORE, [*command, mode, *markers], seconds + WRK_EXTRA_S)
-    used = before.until(Cpu.now(pid))
     found = [line for line in out.splitlines() if line.startswith(WRK_MARKER)]
     if not found:
         raise BenchError(f"wrk printed no result: {out[-200:]!r}")
     raw: dict[str, Any] = json.loads(found[0].removeprefix(WRK_MARKER))
+    return raw
+
+
+def no_companion() -> float:
+    return 0.0
+
+
+def run_wrk(
+    pid: int,
+    port: int,
+    pool: Path,
+    mode: str,
+    markers: Sequence[str],
+    seconds: int,
+    conns: int,
+    companion: Callable[[], float] = no_companion,
+) -> dict[str, Any]:
+    """One `wrk -t1` run of bench/wrk.lua from the load-generator core against server `pid`:
+    the figures it printed, 2xx per second, and the CPU shares of the run.
+
+    `companion`: CPU seconds so far of the processes that serve the server on
+    its core (its PostgreSQL backends): their share is reported (`companion_cpu`)
+    and is not counted as noise.
+    """
+    before, companion_before = Cpu.now(pid), companion()
+    raw = wrk_figures(port, pool, mode, markers, seconds, conns)
+    used, companion_s = before.until(Cpu.now(pid)), companion() - companion_before
     active = max(raw["duration_s"], 1e-9)
     server, loop, wrk = used.procs[0] / active, used.loop / active, raw["run_cpu_s"] / active
     return raw | {
         "rate": raw["ok"] / active,
+        "server_cpu": server,
         "cpu": f"{server:.0%} ({loop:.0%})/{wrk:.0%}",
         "cpu_us": used.procs[0] * 1e6 / max(raw["ok"], 1),
-        "noise": used.others(used.procs[0], used.children),
+        "companion_cpu": companion_s / active,
+        "companion_us": companion_s * 1e6 / max(raw["ok"], 1),
+        "noise": used.others(used.procs[0] + companion_s, used.children),
     }
 
 
@@ -341,7 +378,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _parallel(
+def parallel(
     url: str, token: str | None, work: Callable[[httpx.Client, T], R], items: Sequence[T]
 ) -> list[R]:
     """`work(client, item)` for every item, a few at a time (unmeasured set-up); in order."""
@@ -369,7 +406,7 @@ def feed(url: str, token: str, secret: str, subs: Sequence[Sub], kind: str, crea
             raise BenchError(f"feeding: {WEBHOOK_PATH} answered {answer.status_code}")
         return int(answer.json()["seq"])
 
-    wait_projected(url, token, max(_parallel(url, None, deliver, subs), default=0))
+    wait_projected(url, token, max(parallel(url, None, deliver, subs), default=0))
 
 
 def wait_projected(url: str, token: str, seq: int) -> None:
@@ -395,7 +432,7 @@ def check_all(url: str, token: str, expected: Mapping[str, Sub]) -> list[str]:
         differs = mismatch(found, expected[workspace].expected())
         return f"{workspace}: {differs}" if differs else None
 
-    return [m for m in _parallel(url, token, get, list(expected)) if m]
+    return [m for m in parallel(url, token, get, list(expected)) if m]
 
 
 # -- figures and results -----------------------------------------------------------------

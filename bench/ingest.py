@@ -17,11 +17,14 @@ import contextlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from bench import harness
+from billhook.log.postgres import LOG_SCHEMA
 from billhook.testing.servers import free_port
 from billhook.testing.stripe import stripe_event_body, stripe_headers, stripe_object
 
@@ -79,27 +82,59 @@ def write_pool(path: Path, count: int, secret: str, prefix: str) -> float:
 
 
 def load(
-    command: list[str], port: int, work: Path, pool: Path, args: argparse.Namespace, duration: int
+    command: list[str],
+    port: int,
+    work: Path,
+    pool: Path,
+    args: argparse.Namespace,
+    duration: int,
+    companion: Callable[[], float] = harness.no_companion,
 ) -> dict[str, Any]:
-    """Serve `command`, run wrk on it once; wrk's figures with the CPU shares of the run."""
+    """Serve `command`, run wrk on it once; wrk's figures with the CPU shares of the run
+    (`companion`: see harness.run_wrk)."""
     with harness.serve(command, work / "server.log", port) as pid:
-        return harness.run_wrk(pid, port, pool, "once", MARKERS, duration, args.connections)
+        return harness.run_wrk(
+            pid, port, pool, "once", MARKERS, duration, args.connections, companion
+        )
 
 
-def billhook_run(work: Path, count: int, secret: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Sign `count` new events, serve billhook on a fresh data dir, load it once, count its log."""
+def billhook_run(
+    work: Path,
+    count: int,
+    secret: str,
+    args: argparse.Namespace,
+    storage_url: str | None = None,
+    companion: Callable[[], float] = harness.no_companion,
+) -> dict[str, Any]:
+    """Sign `count` new events, serve billhook on a fresh data dir (and, with `storage_url`,
+    the empty PostgreSQL database there), load it once, count its log."""
     pool = work / "requests"
     body_bytes = write_pool(pool, count, secret, work.parent.name[-6:] + work.name)
-    config = harness.bench_config(work, secret=secret, token=None)
+    config = harness.bench_config(work, secret=secret, token=None, storage_url=storage_url)
     port = free_port()
-    b = load(harness.billhook_command(config, port), port, work, pool, args, args.duration)
+    command = harness.billhook_command(config, port)
+    b = load(command, port, work, pool, args, args.duration, companion)
     pool.unlink()
-    # The server has stopped: whatever it was still committing is in the log now. Commits are
-    # distinct `received_at` stamps, one per committed batch (ms resolution: a lower bound).
-    sql = "SELECT count(*), count(DISTINCT event_id), count(DISTINCT received_at) FROM events"
-    with contextlib.closing(sqlite3.connect(work / "data" / "events.db")) as log:
-        rows, ids, commits = log.execute(sql).fetchone()
+    rows, ids, commits = log_counts(work / "data", storage_url)
     return b | {"rows": rows, "repeated": rows - ids, "commits": commits, "bytes": body_bytes}
+
+
+def log_counts(data_dir: Path, storage_url: str | None = None) -> tuple[int, int, int]:
+    """Rows, distinct event ids and commits of the log in `data_dir` (or at `storage_url`).
+
+    Run once the server has stopped: whatever it was still committing is in
+    the log then. Commits are distinct `received_at` stamps, one per committed
+    batch (ms resolution: a lower bound).
+    """
+    sql = "SELECT count(*), count(DISTINCT event_id), count(DISTINCT received_at) FROM {}"
+    if storage_url:
+        with psycopg.connect(storage_url, connect_timeout=10) as conn:
+            found = conn.execute(sql.format(f"{LOG_SCHEMA}.events")).fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(data_dir / "events.db")) as log:
+            found = log.execute(sql.format("events")).fetchone()
+    rows, ids, commits = found or (0, 0, 0)
+    return int(rows), int(ids), int(commits)
 
 
 def problems_of(n: int, b: dict[str, Any], m: dict[str, Any], conns: int) -> list[str]:

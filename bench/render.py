@@ -28,6 +28,8 @@ _INGEST = (
     "Ingest: unique signed Stripe events/s, 32 connections, durable ack ÷ minimal Starlette POST"
 )
 _VISIBLE = "Ack → visible, p99 at 500 events/s, "
+# The target of a figure SPEC §11 asks to report without one.
+NO_TARGET = "none (reported)"
 FIGURES: dict[str, tuple[str | None, str, str]] = {
     "ingest_ratio": ("ingest", _INGEST, "≥ 0.6"),
     "ingest_p99": ("ingest_latency", "Ingest: p99 latency (send → durable ack) at 1,000 events/s",
@@ -40,8 +42,14 @@ FIGURES: dict[str, tuple[str | None, str, str]] = {
     "replay_rss": ("replay", "Replay: peak RSS", "< 1 GiB"),
     "reads_get": ("reads", "Entitlement GET requests/s ÷ minimal Starlette GET", "≥ 0.7"),
     "reads_check": ("reads", "Check requests/s ÷ minimal Starlette GET", "≥ 0.7"),
-    "postgres": (None, "PostgreSQL: ingest ÷ SQLite; ack → visible p99; replay",
-                 "≥ 0.5; < 250 ms; ≥ 20,000/s"),
+    "pg_ingest_ratio": ("pg_ingest", "PostgreSQL: ingest events/s ÷ the SQLite figure, one"
+                        " receiver", "≥ 0.5"),
+    "pg_ingest_two": ("pg_ingest_two", "PostgreSQL: ingest with two receiver processes ÷ one,"
+                      " with each process's CPU", NO_TARGET),
+    "pg_visible": ("pg_visibility", "PostgreSQL: ack → visible, p99 at 500 events/s, embedded"
+                   " projector", "< 250 ms"),
+    "pg_replay_rate": ("pg_replay", "PostgreSQL: replay of 1,000,000 events (50,000"
+                       " subscriptions)", "≥ 20,000 events/s"),
     "client": (None, "Client: cached `check` ÷ an HTTP `check` per call", "≥ 50 times faster"),
     "feed_lag": (None, "Feed lag (commit → change on the stream), p99 at 500 events/s", "< 100 ms"),
     "outbound": (None, "Outbound: change → delivered p99; deliveries/s to one endpoint",
@@ -56,7 +64,8 @@ QUICK_NOTE = "`--quick`: short rounds, small data, not comparable with full runs
 
 
 def verdict(met: bool | None) -> str:
-    return "not measured" if met is None else "met" if met else "**missed**"
+    """A measured figure's verdict; None: a figure SPEC §11 asks for without a target."""
+    return "reported" if met is None else "met" if met else "**missed**"
 
 
 def cell(value: Any) -> str:
@@ -83,7 +92,10 @@ def section(r: Mapping[str, Any]) -> str:
             f" {r['error']}{quick}"
         )
     targets = "; ".join(
-        f"{FIGURES[f['key']][1]} {FIGURES[f['key']][2]}: {verdict(f['met'])}" for f in r["figures"]
+        f"{FIGURES[f['key']][1]}: no target, reported"
+        if FIGURES[f["key"]][2] == NO_TARGET
+        else f"{FIGURES[f['key']][1]} {FIGURES[f['key']][2]}: {verdict(f['met'])}"
+        for f in r["figures"]
     )
     method = [
         f"Machine: {r['machine']}.",

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench import harness
@@ -35,19 +35,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, metavar="N")
 
 
-def measure(command: Sequence[str], events: int) -> dict[str, Any]:
-    """Run `command` pinned to core 0; its rate, own figures, CPU and the noise on core 0."""
-    before = harness.Cpu.now()
+def measure(
+    command: Sequence[str],
+    events: int,
+    companion: Callable[[], float] = harness.no_companion,
+) -> dict[str, Any]:
+    """Run `command` pinned to core 0; its rate, own figures, CPU and the noise on core 0.
+
+    `companion`: CPU seconds so far of the processes serving it on core 0 (its
+    PostgreSQL backends), reported as `companion_cpu` and not counted as noise.
+    """
+    before, companion_before = harness.Cpu.now(), companion()
     started = time.perf_counter()
     python = [sys.executable, "-m", "bench.replay_run", *command]
     stdout = harness.run_pinned(command[0], harness.SERVER_CORE, python, RUN_TIMEOUT_S)
     wall = time.perf_counter() - started
-    used = before.until(harness.Cpu.now())
+    used, companion_s = before.until(harness.Cpu.now()), companion() - companion_before
     out: dict[str, Any] = json.loads(stdout)
     if out["events"] != events:
         raise harness.BenchError(f"{command[0]} read {out['events']:,} events, not {events:,}")
-    noise = used.others(used.children, 0.0)
-    return out | {"wall": wall, "rate": events / wall, "cpu": used.children, "noise": noise}
+    noise = used.others(used.children + companion_s, 0.0)
+    return out | {
+        "wall": wall,
+        "rate": events / wall,
+        "cpu": used.children,
+        "companion_cpu": companion_s,
+        "noise": noise,
+    }
 
 
 def run(name: str, args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:

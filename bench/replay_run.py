@@ -3,6 +3,8 @@
     python -m bench.replay_run scan EVENTS_DB
     python -m bench.replay_run rebuild CONFIG TARGET
 
+TARGET is where the rebuild builds: a file when CONFIG keeps the log in
+SQLite, a schema name when it keeps it in PostgreSQL (`[storage] url`).
 Prints one JSON line: the events read, the seconds taken (its own clock) and
 its peak RSS. Only what each needs is imported: the scan loads nothing but
 sqlite3 and json, so its start-up is a bare interpreter's.
@@ -45,17 +47,22 @@ def main(argv: Sequence[str]) -> int:
         conn.close()
     else:
         from billhook.config import load_settings
-        from billhook.log.sqlite import EventLog
-        from billhook.projections.rebuild import rebuild, remove_store
+        from billhook.log.backend import open_log
+        from billhook.projections.backend import Location, remove
+        from billhook.projections.postgres import PgSchema
+        from billhook.projections.rebuild import rebuild
 
-        settings, target = load_settings(Path(argv[1]), {}), Path(argv[2])
-        remove_store(target)
-        log = EventLog(settings.events_path)
+        settings = load_settings(Path(argv[1]), {})
+        # TARGET is a file beside an SQLite log, a schema beside a PostgreSQL one.
+        url = settings.storage_url.reveal() if settings.storage_url else None
+        target: Location = PgSchema(url, argv[2]) if url else Path(argv[2])
+        remove(target)
+        log = open_log(settings)
         try:
             rebuilt = rebuild(log, target, settings)
         finally:
             log.close()
-        remove_store(target)
+        remove(target)
         events, seconds = rebuilt.events, rebuilt.seconds
     print(json.dumps({"events": events, "seconds": seconds, "peak_rss": peak_rss()}))
     return 0

@@ -18,7 +18,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ KINDS = {
                    " embedded projector"),
     "redis_visibility": ("visible_redis", "visible_ms", 250.0, "Ack → visible at {rate}"
                          " events/s, via Redis and `billhook worker`"),
+    "pg_visibility": ("pg_visible", "visible_ms", 250.0, "Ack → visible at {rate} events/s on"
+                      " PostgreSQL, embedded projector"),
     "ingest_latency": ("ingest_p99", "ack_ms", 20.0, "Ingest latency: send → durable ack at"
                        " {rate:,} events/s"),
 }  # fmt: skip
@@ -64,6 +66,17 @@ def load_sub(i: int, workspaces: int) -> harness.Sub:
 
 
 @dataclass(frozen=True)
+class Storage:
+    """Where the server keeps its log and projections when not in SQLite files: `[storage]
+    url`, the CPU seconds so far of the database processes serving it (pinned to the
+    server's core: not noise), and where those ran, for the method list."""
+
+    url: str
+    cpu_s: Callable[[], float]
+    placement: str
+
+
+@dataclass(frozen=True)
 class Run:
     """What the load generator measured, the CPU shares, and the checks after the load."""
 
@@ -71,6 +84,7 @@ class Run:
     server: float
     server_loop: float
     worker: float | None
+    database: float | None
     loadgen: float
     noise: tuple[float, float]
     mismatches: list[str]
@@ -143,13 +157,21 @@ def run_loadgen(plan: dict[str, Any]) -> dict[str, Any]:
     return measured
 
 
-def measure(args: argparse.Namespace, *, redis: bool, watch: bool) -> Run:
+def measure(
+    args: argparse.Namespace, *, redis: bool, watch: bool, storage: Storage | None = None
+) -> Run:
     """Serve billhook (and its worker), create the workspaces, run the load, check the end."""
     token, secret = "bench-read-" + secrets.token_hex(16), "whsec_bench_" + secrets.token_hex(16)
     run_id = secrets.token_hex(5)
     with harness.scratch_dir("latency-") as work, contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_db(args.redis_url, work)) if redis else None
-        config = harness.bench_config(work, secret=secret, token=token, redis_url=redis_url)
+        config = harness.bench_config(
+            work,
+            secret=secret,
+            token=token,
+            redis_url=redis_url,
+            storage_url=storage.url if storage else None,
+        )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = stack.enter_context(
@@ -173,9 +195,11 @@ def measure(args: argparse.Namespace, *, redis: bool, watch: bool) -> Run:
             flush=True,
         )
         sent_before = wakeups_sent(url) if redis else 0.0
-        before = harness.Cpu.now(*pids)
+        database_cpu = storage.cpu_s if storage else harness.no_companion
+        before, database_before = harness.Cpu.now(*pids), database_cpu()
         out = run_loadgen(plan)
         used = before.until(harness.Cpu.now(*pids))
+        database_s = database_cpu() - database_before
         wakeups = wakeups_sent(url) - sent_before if redis else None
         if not watch:
             harness.wait_projected(url, token, out["top_seq"])
@@ -189,8 +213,9 @@ def measure(args: argparse.Namespace, *, redis: bool, watch: bool) -> Run:
         server=used.procs[0] / busy,
         server_loop=used.loop / busy,
         worker=used.procs[1] / busy if redis else None,
+        database=database_s / busy if storage else None,
         loadgen=out["load_cpu_s"] / busy,
-        noise=used.others(sum(used.procs), used.children),
+        noise=used.others(sum(used.procs) + database_s, used.children),
         mismatches=mismatches,
         wakeups=wakeups,
     )
@@ -219,7 +244,9 @@ def problems(r: Run, rate: int) -> list[str]:
     return [message for failed, message in checks if failed]
 
 
-def load_lines(args: argparse.Namespace, redis: bool, watch: bool) -> list[str]:
+def load_lines(
+    args: argparse.Namespace, redis: bool, watch: bool, storage: Storage | None = None
+) -> list[str]:
     """How the server ran and how the load was sent, for the method list."""
     server = (
         "`billhook serve` with `[redis] url` (the receiver sends coalesced dramatiq wake-ups)"
@@ -229,6 +256,11 @@ def load_lines(args: argparse.Namespace, redis: bool, watch: bool) -> list[str]:
         if redis
         else "`billhook serve` with its default settings (embedded projector on), pinned to core 0"
     )
+    if storage is not None:
+        server += (
+            "; `[storage] url` on a throwaway PostgreSQL database created for the run and"
+            f" dropped after, {storage.placement}"
+        )
     return [
         f"Server: {server}; a read token, a Stripe secret and the test price map;"
         f" {harness.server_stack()}.",
@@ -276,6 +308,8 @@ def values(r: Run, args: argparse.Namespace, watch: bool) -> dict[str, str]:
         f"{args.workspaces:,} / {len(r.mismatches)}"
     )
     worker = ("", "") if r.worker is None else (" / worker", f" / {r.worker:.0%}")
+    if r.database is not None:
+        worker = (f"{worker[0]} / PostgreSQL backends", f"{worker[1]} / {r.database:.0%}")
     rows[f"CPU: server (its event loop){worker[0]} / load generator"] = (
         f"{r.server:.0%} ({r.server_loop:.0%}){worker[1]} / {r.loadgen:.0%} of a core"
     )
@@ -289,10 +323,13 @@ def values(r: Run, args: argparse.Namespace, watch: bool) -> dict[str, str]:
     return rows
 
 
-def run(name: str, args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+def run(
+    name: str, args: argparse.Namespace, argv: Sequence[str], storage: Storage | None = None
+) -> dict[str, Any]:
+    """Benchmark `name` of KINDS; with `storage`, the server keeps its data there."""
     key, series, target, title = KINDS[name]
     redis, watch = name == "redis_visibility", series == "visible_ms"
-    r = measure(args, redis=redis, watch=watch)
+    r = measure(args, redis=redis, watch=watch, storage=storage)
     p99 = r.q(series, 99)
     measured = (
         f"p99 {p99:.1f} ms (p50 {r.q(series, 50):.1f}, p95 {r.q(series, 95):.1f}, max"
@@ -304,7 +341,7 @@ def run(name: str, args: argparse.Namespace, argv: Sequence[str]) -> dict[str, A
         args.quick,
         title=title.format(rate=args.rate),
         figures=[harness.figure(key, measured, p99 < target)],
-        method=load_lines(args, redis, watch),
+        method=load_lines(args, redis, watch, storage),
         values=values(r, args, watch),
         noise=harness.noise_text([r.noise]),
         problems=problems(r, args.rate),

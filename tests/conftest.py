@@ -17,9 +17,10 @@ from billhook.testing.settings import make_settings
 from tests.contract import contract_client
 from tests.deployment import own_redis, processes, redis_db, redis_url, shop, shops
 from tests.feed import feed
+from tests.postgres import pg_url
 
 # Fixtures shared across the tree (pytest finds them by name in this module).
-__all__ = ["feed", "own_redis", "processes", "redis_db", "redis_url", "shop", "shops"]
+__all__ = ["feed", "own_redis", "pg_url", "processes", "redis_db", "redis_url", "shop", "shops"]
 
 
 @pytest.fixture

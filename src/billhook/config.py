@@ -71,6 +71,7 @@ ENV_VALUES: Mapping[str, str] = {
     "POLAR_SERVER": "polar.server",
     "POLAR_SERVER_URL": "polar.server_url",
     "BILLHOOK_REDIS_URL": "redis.url",
+    "BILLHOOK_DATABASE_URL": "storage.url",
 }
 
 
@@ -149,6 +150,12 @@ class RedisSettings(Struct, frozen=True, forbid_unknown_fields=True):
     url: Secret = NO_SECRET
 
 
+class StorageSettings(Struct, frozen=True, forbid_unknown_fields=True):
+    """`[storage]`: empty = SQLite files under data_dir; `postgresql://…` = that database."""
+
+    url: Secret = NO_SECRET
+
+
 DEFAULT_TIERS: Mapping[str, tuple[str, ...]] = {
     "solo": ("reads", "local_create", "package_install", "public_templates"),
     "team": (
@@ -172,6 +179,8 @@ class Core(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_body_bytes: Positive = 1_048_576
     signature_tolerance_s: Positive = 300
     attention_grace_hours: Annotated[float, Meta(ge=0)] = 0.0
+    final_event_allowance_s: Annotated[int, Meta(ge=0)] = 3600
+    stale_period_hours: Annotated[float, Meta(ge=0)] = 72.0
     workspace_key: NonBlank = "workspace_id"
     request_timeout_s: Positive = 10
     max_connections: Positive = 1000
@@ -186,6 +195,7 @@ class Settings(Core, frozen=True, kw_only=True, dict=True):
     polar: PolarSettings = field(default_factory=PolarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     redis_url: Secret = NO_SECRET
+    storage_url: Secret = NO_SECRET
 
     @cached_property
     def policy(self) -> Policy:
@@ -196,6 +206,8 @@ class Settings(Core, frozen=True, kw_only=True, dict=True):
             products=self.polar.products,
             live=self.mode == "live",
             attention_grace_hours=self.attention_grace_hours,
+            final_event_allowance_s=self.final_event_allowance_s,
+            stale_period_hours=self.stale_period_hours,
         )
 
     @property
@@ -212,6 +224,11 @@ class Settings(Core, frozen=True, kw_only=True, dict=True):
     def features_of(self) -> Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """For each tier, (the features it includes, every other feature), each sorted."""
         return self.policy.features_of
+
+    @property
+    def backend(self) -> str:
+        """Where the log and the projections live: `sqlite` or `postgresql`."""
+        return "postgresql" if self.storage_url else "sqlite"
 
     @property
     def events_path(self) -> Path:
@@ -239,6 +256,7 @@ class _File(Struct, forbid_unknown_fields=True):
     polar: PolarSettings = field(default_factory=PolarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
 
 def resolve_config_path(
@@ -297,6 +315,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
         polar=file.polar,
         auth=file.auth,
         redis_url=file.redis.url,
+        storage_url=file.storage.url,
     )
     _cross_check(settings)
     return settings
@@ -391,6 +410,20 @@ def _cross_check(settings: Settings) -> None:
             raise ConfigError(
                 f"stripe.prices.{ident}.max_seats: must be at least min_seats ({low}), got {high}"
             )
+    if settings.storage_url and (problem := storage_url_problem(settings.storage_url.reveal())):
+        raise ConfigError(f"storage.url: {problem}")
+
+
+def storage_url_problem(url: str) -> str | None:
+    """What makes `url` unusable as `[storage] url`, or None. Quotes no password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "must be empty (SQLite files under data_dir) or a postgresql:// URL"
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "the port is not a number"
+    return None
 
 
 # -- msgspec's errors, told in the config's words -----------------------------------------

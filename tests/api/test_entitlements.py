@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +15,11 @@ import pytest
 from billhook.api.app import create_app
 from billhook.api.schemas import entitlement_answer
 from billhook.config import Settings
+from billhook.domain.times import iso_seconds
 from billhook.log.sqlite import EventLog
 from billhook.providers.billhook import OVERRIDE_SET
 from billhook.testing.servers import serve_in_thread
-from billhook.testing.settings import ADMIN_TOKEN, READ_TOKEN
+from billhook.testing.settings import ADMIN_TOKEN, READ_TOKEN, make_settings
 from billhook.testing.stripe import (
     STRIPE_PII,
     STRIPE_SECRET,
@@ -60,15 +62,17 @@ class Api:
         return self.client.post(f"/v1/workspaces/{workspace}/check", json=body, headers=headers)
 
 
-@pytest.fixture
-def api(settings: Settings) -> Iterator[Api]:
-    log = EventLog(settings.events_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[Api]:
+    """The API over each storage backend: every test here holds on both (SPEC §4a)."""
+    if request.param == "postgresql":
+        storage = {"storage": {"url": request.getfixturevalue("pg_url")}}
+        settings = make_settings(tmp_path / "data", sections=storage)
     with (
-        serve_in_thread(create_app(settings, log=log)) as url,
+        serve_in_thread(create_app(settings)) as url,
         contract_client(url, timeout=10) as c,
     ):
         yield Api(c)
-    log.close()
 
 
 def _error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
@@ -116,10 +120,16 @@ def test_unknown_workspace_is_on_the_default_tier(api: Api) -> None:
 
 def test_entitlements_as_of_and_history(api: Api) -> None:
     t0 = int(time.time()) - 600
+    # A period that ends in the future: a canceling one stops granting once it has ended.
+    end = t0 + 30 * 86_400
     api.deliver("customer.created", stripe_customer(metadata={"workspace_id": "ws_1"}), t0)
-    created = api.deliver("customer.subscription.created", stripe_subscription(), t0 + 1)
+    created = api.deliver(
+        "customer.subscription.created", stripe_subscription(period_end=end), t0 + 1
+    )
     canceling = api.deliver(
-        "customer.subscription.updated", stripe_subscription(cancel_at_period_end=True), t0 + 2
+        "customer.subscription.updated",
+        stripe_subscription(cancel_at_period_end=True, period_end=end),
+        t0 + 2,
     )
     now = api.get("ws_1").json()
     assert (now["tier"], now["source"], now["status"], now["next_action"]) == (
@@ -138,8 +148,9 @@ def test_entitlements_as_of_and_history(api: Api) -> None:
             "status": "canceling",
             "price": "price_team_monthly",
             "interval": "month",
-            "current_period_end": "2026-12-01T00:00:00Z",
+            "current_period_end": iso_seconds(datetime.fromtimestamp(end, UTC)),
             "cancel_at_period_end": True,
+            "account": None,
         }
     ]
     before = api.get("ws_1", as_of=str(created - 1)).json()

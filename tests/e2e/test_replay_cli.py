@@ -19,10 +19,10 @@ import pytest
 
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
+from billhook.projections.backend import shadow_location
 from billhook.projections.rebuild import rebuild
 from billhook.providers import statuses as decode
 from billhook.providers.stripe.webhook import stripe_record
-from billhook.runners.replay import shadow_path
 from billhook.testing.servers import wait_until
 from billhook.testing.settings import write_config
 from billhook.testing.stripe import stripe_event_body, stripe_subscription
@@ -180,7 +180,7 @@ def test_dry_run_prints_what_would_change_and_swaps_nothing(stale: Deployment) -
     ]
     assert "events/s" in result.stderr
     assert live_digest(stale.settings) == before
-    assert not shadow_path(stale.settings).exists()
+    assert not shadow_location(stale.settings).exists()
 
 
 def test_replay_under_reads_swaps_whole_and_keeps_quarantine(
@@ -244,7 +244,7 @@ def test_replay_under_reads_swaps_whole_and_keeps_quarantine(
     with server.client() as client:
         assert {workspace: _answer(state(client, workspace)) for workspace in watched} == new
 
-    assert not shadow_path(stale.settings).exists()
+    assert not shadow_location(stale.settings).exists()
     assert live_digest(stale.settings) == clean_digest(stale.settings, tmp_path)
     # Replay retried the broken event: with the same reducers it is quarantined again, once.
     assert _quarantine_lines(stale.config) == [stale.quarantined]

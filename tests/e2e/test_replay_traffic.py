@@ -21,8 +21,8 @@ import redis
 
 from billhook.config import Settings
 from billhook.log.sqlite import EventLog
+from billhook.projections.backend import shadow_location
 from billhook.providers.stripe.webhook import stripe_record
-from billhook.runners.replay import shadow_path
 from billhook.testing.servers import wait_until
 from billhook.testing.settings import write_config
 from billhook.testing.stripe import stripe_event_body, stripe_subscription
@@ -156,7 +156,7 @@ def test_a_replay_killed_inside_its_swap_changes_nothing_and_the_next_one_comple
 
     again, replayed = _replay_during_arrivals(server, config)
     assert replayed.returncode == 0, replayed.stderr
-    assert not shadow_path(settings).exists()
+    assert not shadow_location(settings).exists()
     _assert_nothing_left_out(server, config, acked + again, tmp_path)
 
 
@@ -172,7 +172,7 @@ def test_replay_under_traffic_with_redis_workers_one_of_them_killed(
     wait_projected(settings, FILLER_EVENTS)
 
     def kill_first_worker_once_replay_builds() -> None:
-        wait_until(shadow_path(settings).exists, CLI_TIMEOUT_S, "the replay to start building")
+        wait_until(shadow_location(settings).exists, CLI_TIMEOUT_S, "the replay to start building")
         first.send_signal(signal.SIGKILL)
 
     killer = threading.Thread(target=kill_first_worker_once_replay_builds, daemon=True)

@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,13 +26,15 @@ from billhook.api.entitlements import EntitlementApi
 from billhook.api.errors import exception_handlers
 from billhook.api.openapi import OpenApiRoute
 from billhook.api.ops import DEFAULT_LAG_BOUNDS, PROBE_BUSY_TIMEOUT_S, LagBounds, Ops
-from billhook.api.refresh import RefreshRoute, RemoteRefresh
+from billhook.api.refresh import BackgroundRefresh, RefreshRoute, RemoteRefresh
 from billhook.api.webhooks import Receiver
 from billhook.config import Settings
+from billhook.log.backend import Log, open_log
 from billhook.log.committer import GroupCommitter
-from billhook.log.sqlite import Checkpointer, EventLog
+from billhook.log.sqlite import DEFAULT_BUSY_TIMEOUT_S, Checkpointer, EventLog
 from billhook.observability.metrics import Metrics
 from billhook.observability.telemetry import RequestTelemetry
+from billhook.projections.backend import open_live
 from billhook.projections.store import ProjectionStore
 from billhook.providers.clients import sources
 from billhook.runners.actors import declare
@@ -50,7 +51,7 @@ def _utcnow() -> datetime:
 def create_app(
     settings: Settings,
     *,
-    log: EventLog | None = None,
+    log: Log | None = None,
     now: Callable[[], float] = time.time,
     clock: Callable[[], datetime] = _utcnow,
     ready_bounds: LagBounds = DEFAULT_LAG_BOUNDS,
@@ -64,25 +65,12 @@ def create_app(
     # First, before any file is opened: an unusable Redis URL stops the start (ConfigError).
     broker = make_broker(settings.redis_url.reveal()) if settings.redis_url else None
     owns_log = log is None
-    event_log = log if log is not None else EventLog(settings.events_path)
-    log_path: Path = event_log.path
-    reader_log = EventLog(log_path)
-    # Commits never checkpoint the WAL themselves; a thread with its own connection does.
-    event_log.defer_checkpoints()
-    checkpointer_log = EventLog(log_path)
-    checkpointer = Checkpointer(checkpointer_log)
-    probe_log = EventLog(log_path, busy_timeout_s=PROBE_BUSY_TIMEOUT_S)
-    # Its rare durable probe must not checkpoint the WAL on the readiness thread either.
-    probe_log.defer_checkpoints()
-    api_store = ProjectionStore(settings.projections_path, settings)
+    event_log = log if log is not None else open_log(settings)
+    reader_log, probe_log, checkpointer = _companions(event_log, settings)
+    api_store = open_live(settings, listen=True)
     metrics = Metrics()
     committer = GroupCommitter(event_log)
-    closables: list[EventLog | ProjectionStore] = [
-        reader_log,
-        checkpointer_log,
-        probe_log,
-        api_store,
-    ]
+    closables: list[Log | ProjectionStore] = [reader_log, probe_log, api_store]
     broker_ping: Callable[[], object] | None = None
     # With Redis, refreshes run as actors in workers; without, here.
     remote: RemoteRefresh | None = None
@@ -94,8 +82,8 @@ def create_app(
         broker_ping = broker.client.ping
         remote = RemoteRefresh(send=actors.refresh.send, client=broker.client)
     else:
-        projector_log = EventLog(log_path)
-        projector_store = ProjectionStore(settings.projections_path, settings)
+        projector_log = _another(event_log, settings)
+        projector_store = open_live(settings)
         closables += [projector_log, projector_store]
         background = EmbeddedProjector(projector_log, projector_store, settings)
     receiver = Receiver(settings, committer, now=now, on_appended=background.wake, metrics=metrics)
@@ -111,6 +99,8 @@ def create_app(
         wait_for=wait_for,
         now=clock,
         on_decision=metrics.count_check,
+        # A time rule flagged the answer: the provider's closing or renewal event was missed.
+        on_flagged=lambda workspace: background_refresh(workspace),
     )
 
     provider_sources = sources(settings)
@@ -125,6 +115,7 @@ def create_app(
         head=reader_log.head_seq,
         remote=remote,
     )
+    background_refresh = BackgroundRefresh(refresh.in_background)
     checkout = CheckoutRoute(
         settings,
         api_store,
@@ -148,12 +139,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         background.start()
-        checkpointer.start()
+        if checkpointer is not None:
+            checkpointer.start()
         try:
             yield
         finally:
             await committer.aclose()
-            checkpointer.stop()
+            if checkpointer is not None:
+                checkpointer.stop()
+                checkpointer.log.close()
             background.stop()
             for closable in [*closables, *provider_sources.values()]:
                 closable.close()
@@ -186,3 +180,25 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     return app
+
+
+def _another(
+    log: Log, settings: Settings, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+) -> Log:
+    """A connection of its own to the same log as `log` (which a test may have passed in)."""
+    if isinstance(log, EventLog):
+        return EventLog(log.path, busy_timeout_s=busy_timeout_s)
+    return open_log(settings, busy_timeout_s=busy_timeout_s)
+
+
+def _companions(log: Log, settings: Settings) -> tuple[Log, Log, Checkpointer | None]:
+    """The API's reader of `log`, the readiness probe's, and SQLite's WAL checkpointer."""
+    reader = _another(log, settings)
+    probe = _another(log, settings, busy_timeout_s=PROBE_BUSY_TIMEOUT_S)
+    if not isinstance(log, EventLog):
+        return reader, probe, None
+    # Commits never checkpoint the WAL themselves; a thread with its own connection does.
+    log.defer_checkpoints()
+    # The probe's rare durable write must not checkpoint the WAL on the readiness thread either.
+    probe.defer_checkpoints()
+    return reader, probe, Checkpointer(EventLog(log.path))

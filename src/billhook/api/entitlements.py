@@ -25,7 +25,8 @@ from billhook.config import SEAT_ACTION, Settings
 from billhook.domain.records import EventRecord
 from billhook.domain.resolver import Entitlement, required_tier
 from billhook.errors import ApiError
-from billhook.log.sqlite import Appended, EventLog
+from billhook.log.backend import Log
+from billhook.log.sqlite import Appended
 from billhook.projections import actions as operator
 from billhook.projections.query import entitlement_at
 from billhook.projections.store import ProjectionStore
@@ -42,13 +43,16 @@ class EntitlementApi:
         self,
         settings: Settings,
         store: ProjectionStore,
-        log: EventLog,
+        log: Log,
         *,
         append: Append,
         wait_for: WaitFor,
         now: Callable[[], datetime],
         on_decision: OnDecision | None = None,
+        on_flagged: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_flagged(workspace)`: a freshly resolved answer has subscriptions a time rule
+        flagged (a missed final event, a stale period), which a refresh would settle."""
         self._settings = settings
         self._store = store
         self._log = log
@@ -56,7 +60,7 @@ class EntitlementApi:
         self._wait_for = wait_for
         self._now = now
         self._gate = TokenGate(settings.auth)
-        self._cache = EntitlementCache(store, settings, now)
+        self._cache = EntitlementCache(store, settings, now, on_flagged=on_flagged)
         self._on_decision = on_decision
         self._features = {f for features in settings.tiers.values() for f in features}
 

@@ -28,8 +28,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from billhook.errors import LogUnavailable, StoreUnavailable
+from billhook.log.backend import Log
 from billhook.log.committer import GroupCommitter
-from billhook.log.sqlite import EventLog
 from billhook.observability.metrics import Metrics
 from billhook.projections.store import PROJECTION_VERSION, ProjectionStore
 
@@ -88,7 +88,7 @@ class Ops:
 
     `reader` and `store` are read-only uses of connections the app owns;
     `probe` is a connection of the ops routes' own on the log (closed by the
-    app), used for nothing but :meth:`EventLog.probe_writable`. `now` must be
+    app), used for nothing but :meth:`~billhook.log.sqlite.EventLog.probe_writable`. `now` must be
     the clock the log stamps `received_at` with (wall time).
     """
 
@@ -96,9 +96,9 @@ class Ops:
         self,
         metrics: Metrics,
         *,
-        reader: EventLog,
+        reader: Log,
         store: ProjectionStore,
-        probe: EventLog,
+        probe: Log,
         committer: GroupCommitter,
         broker_ping: Callable[[], object] | None = None,
         bounds: LagBounds = DEFAULT_LAG_BOUNDS,
@@ -141,15 +141,17 @@ class Ops:
 
     async def metrics(self, request: Request) -> Response:
         # When a store cannot be read the counters still answer; gauges keep their last values.
+        # In a thread: a PostgreSQL log or store that is unreachable makes each read wait.
         with contextlib.suppress(LogUnavailable, StoreUnavailable):
-            self.observe()
+            await asyncio.to_thread(self.observe)
         return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(self, request: Request) -> Response:
         checks = {
-            # In a thread: the probe may wait PROBE_BUSY_TIMEOUT_S for the write lock.
+            # In threads: the probe may wait PROBE_BUSY_TIMEOUT_S for the write lock, and
+            # an unreachable PostgreSQL makes reads wait; the event loop never does.
             "log": await asyncio.to_thread(self._log_check),
-            "projections": self._projections_check(),
+            "projections": await asyncio.to_thread(self._projections_check),
         }
         if self._broker_ping is not None:
             checks["broker"] = await self._broker_check(self._broker_ping)
@@ -158,7 +160,7 @@ class Ops:
         if failing:
             body["failing"] = failing
         with contextlib.suppress(StoreUnavailable):
-            stored = self._store.version()
+            stored = await asyncio.to_thread(self._store.version)
             if stored != PROJECTION_VERSION:
                 # Informational: the old projection keeps serving until the rebuild swaps.
                 body["rebuilding"] = {"from_version": stored, "to_version": PROJECTION_VERSION}

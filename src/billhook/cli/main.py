@@ -25,9 +25,10 @@ from billhook.cli.support import (
 from billhook.config import DEFAULT_CONFIG_NAME
 from billhook.domain.facts import OVERRIDE_KINDS
 from billhook.domain.records import StoredEvent
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
 from billhook.projections import actions as operator
 from billhook.projections.query import entitlement_at
+from billhook.providers.reasons import family
 
 
 @click.group(cls=BillhookGroup)
@@ -133,7 +134,7 @@ def events_show(config_path: Path | None, ref: str, provider: str | None) -> Non
     click.echo(payload)
 
 
-def _find(log: EventLog, ref: str, provider: str | None) -> StoredEvent:
+def _find(log: Log, ref: str, provider: str | None) -> StoredEvent:
     if ref.isascii() and ref.isdigit():
         event = log.get(int(ref))
         if event is None:
@@ -358,7 +359,11 @@ def quarantine() -> None:
 @quarantine.command("list")
 @config_option
 def quarantine_list(config_path: Path | None) -> None:
-    """List quarantined events: seq, provider, event id, type, error."""
+    """List quarantined events: seq, provider, event id, type, error.
+
+    On stderr, after the list: for each kind of reason, how many events and
+    what would make them readable (fixed sentences, no payload data).
+    """
     settings = load(config_path)
     log, store = open_projection(settings)
     try:
@@ -369,6 +374,14 @@ def quarantine_list(config_path: Path | None) -> None:
     click.echo("seq\tprovider\tevent_id\ttype\terror")
     for q in rows:
         click.echo(f"{q.seq}\t{q.provider}\t{q.event_id}\t{q.type}\t{q.error}")
+    counts: dict[str, int] = {}
+    hints: dict[str, str] = {}
+    for q in rows:
+        kind = family(q.error)
+        counts[kind.name] = counts.get(kind.name, 0) + 1
+        hints[kind.name] = kind.hint
+    for name, hint in hints.items():
+        click.echo(f"{name} ({counts[name]}): {hint}", err=True)
 
 
 @main.command()

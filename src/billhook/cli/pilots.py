@@ -29,7 +29,7 @@ from billhook.domain.records import EventRecord
 from billhook.domain.resolver import Entitlement, resolve
 from billhook.domain.times import iso_to_us
 from billhook.errors import InvalidAction
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
 from billhook.projections import actions as operator
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
@@ -324,7 +324,7 @@ class Reported:
 
 
 def import_rows(
-    log: EventLog,
+    log: Log,
     store: ProjectionStore,
     rows: Sequence[PilotRow],
     settings: Settings,

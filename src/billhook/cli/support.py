@@ -14,7 +14,9 @@ import click
 from billhook.config import Settings, load_settings, resolve_config_path
 from billhook.domain.records import EventRecord
 from billhook.errors import BillhookError, ConfigError
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log, describe, open_log
+from billhook.log.postgres import log_exists as postgres_log_exists
+from billhook.projections.backend import open_live
 from billhook.projections.projector import catch_up
 from billhook.projections.store import ProjectionStore
 
@@ -68,43 +70,50 @@ def load(config_path: Path | None) -> Settings:
         raise click.ClickException(f"invalid config: {e}") from None
 
 
-def announce_log(settings: Settings) -> Path:
-    """Say on stderr which log this command uses (`log: /abs/path/events.db`); its path."""
-    path = settings.events_path.absolute()
-    click.echo(f"log: {path}", err=True)
-    return path
+def announce_log(settings: Settings) -> str:
+    """Say on stderr which log this command uses (`log: /abs/path/events.db`, or
+    `log: PostgreSQL database host/name`); that description."""
+    where = describe(settings)
+    click.echo(f"log: {where}", err=True)
+    return where
 
 
 def log_event_log(settings: Settings) -> None:
     """:func:`announce_log` for `serve` and `worker`, whose stderr is a stream of JSON
     lines once logging is configured: one line of it, `"msg": "event log", "path": …`."""
-    logger.info("event log", extra={"fields": {"path": str(settings.events_path.absolute())}})
+    logger.info("event log", extra={"fields": {"path": describe(settings)}})
 
 
-def open_existing_log(settings: Settings) -> EventLog:
+def open_existing_log(settings: Settings) -> Log:
     """The event log, for reading or writing; announced (:func:`announce_log`).
 
     A missing one is a one-line error naming where it was looked for, never a new
-    empty log (nor its directory) in a mistyped place: only `serve` and `worker`
-    create one (and announce it themselves).
+    empty log (nor its directory, nor its schema) in a mistyped place: only `serve`
+    and `worker` create one (and announce it themselves).
     """
-    path = settings.events_path.absolute()
-    if not path.is_file():
+    if settings.storage_url:
+        found = postgres_log_exists(settings.storage_url.reveal())
+        hint = "check [storage] url"
+    else:
+        found = settings.events_path.absolute().is_file()
+        hint = "check --config and data_dir"
+    if not found:
         raise click.ClickException(
-            f"no event log at {path}: check --config and data_dir (billhook serve creates it)"
+            f"no event log at {describe(settings)}: {hint} (billhook serve creates it)"
         )
-    return EventLog(announce_log(settings))
+    announce_log(settings)
+    return open_log(settings)
 
 
-def open_projection(settings: Settings) -> tuple[EventLog, ProjectionStore]:
+def open_projection(settings: Settings) -> tuple[Log, ProjectionStore]:
     """The log and an up-to-date projection store (catching up is idempotent)."""
     log = open_existing_log(settings)
-    store = ProjectionStore(settings.projections_path, settings)
+    store = open_live(settings)
     catch_up(log, store)
     return log, store
 
 
-def append_all(log: EventLog, records: list[EventRecord]) -> int:
+def append_all(log: Log, records: list[EventRecord]) -> int:
     """Append in batches; how many were new to the log."""
     new = 0
     for start in range(0, len(records), 500):

@@ -19,8 +19,8 @@ from billhook.cli.support import (
 )
 from billhook.config import load_settings, resolve_config_path
 from billhook.errors import ConfigError
+from billhook.projections.backend import open_live
 from billhook.projections.projector import catch_up
-from billhook.projections.store import ProjectionStore
 from billhook.providers.clients import ProviderError
 
 
@@ -86,7 +86,9 @@ def backfill() -> None:
 @config_option
 @click.option("--since", "days", type=click.IntRange(1, 30), default=30, show_default=True,
               help="Days back; Stripe keeps events for 30.")  # fmt: skip
-def backfill_stripe(config_path: Path | None, days: int) -> None:
+@click.option("--account", "accounts", multiple=True, metavar="ACCT",
+              help="Also a Stripe Connect account's events (repeatable).")  # fmt: skip
+def backfill_stripe(config_path: Path | None, days: int, accounts: tuple[str, ...]) -> None:
     """Page through Stripe's Events API and append the events billhook projects."""
     from billhook.providers.stripe.client import StripeSource
     from billhook.providers.stripe.decode import STRIPE_PROJECTED_TYPES
@@ -100,9 +102,12 @@ def backfill_stripe(config_path: Path | None, days: int) -> None:
     try:
         source = StripeSource(settings.stripe.api_key.reveal(), settings.stripe.api_base)
         since = int(datetime.now(UTC).timestamp()) - days * 86_400
-        events = list(source.events(since, list(STRIPE_PROJECTED_TYPES)))
         # The API lists newest first; the log reads best in the order things happened.
-        records = [stripe_record(json.dumps(event, default=str)) for event in reversed(events)]
+        events = list(reversed(list(source.events(since, list(STRIPE_PROJECTED_TYPES)))))
+        for account in accounts:  # each comes with `account` set, as Connect webhooks do
+            events += reversed(list(source.events(since, list(STRIPE_PROJECTED_TYPES), account)))
+        events.sort(key=lambda event: int(event.get("created") or 0))
+        records = [stripe_record(json.dumps(event, default=str)) for event in events]
         new = append_all(log, records)
     finally:
         log.close()
@@ -225,7 +230,7 @@ def pilots_classify(
         raise click.UsageError("--actor is required to import a classification column")
     if parsed.classifies:
         log = open_existing_log(settings)
-        store = ProjectionStore(settings.projections_path, settings)
+        store = open_live(settings)
         try:
             reason = reason or f"pilots classify {csv_file.name}"
             results = import_rows(

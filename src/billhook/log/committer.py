@@ -13,16 +13,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from billhook.domain.records import EventRecord
-from billhook.log.sqlite import Appended, EventLog
+from billhook.log.backend import Log
+from billhook.log.sqlite import Appended
 
 # Upper bound on one transaction, so a burst cannot build an unbounded batch.
 MAX_BATCH = 512
 
 
 class GroupCommitter:
-    """Appends records to an :class:`EventLog` in batches, from an asyncio loop."""
+    """Appends records to an :class:`~billhook.log.backend.Log` in batches, from an asyncio loop."""
 
-    def __init__(self, log: EventLog, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, log: Log, *, max_batch: int = MAX_BATCH) -> None:
         self._log = log
         self._max_batch = max_batch
         # One thread: SQLite has one writer, and every commit happens on it.

@@ -100,6 +100,8 @@ def _utcnow() -> datetime:
 class EventLog:
     """A connection to `events.db`. Thread-safe: one lock serializes its use.
 
+    :class:`billhook.log.postgres.PostgresEventLog` has the same methods.
+
     Raises :class:`LogUnavailable` whenever SQLite cannot do what was asked.
     """
 
@@ -111,6 +113,7 @@ class EventLog:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.path = path
+        self.backend = "sqlite"
         self._clock = clock
         self._lock = threading.Lock()
         try:
@@ -367,7 +370,7 @@ class Checkpointer:
     """Checkpoints the log's WAL from a thread of its own, every `interval_s`."""
 
     def __init__(self, log: EventLog, *, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
-        self._log = log
+        self.log = log
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="billhook-checkpoint", daemon=True)
@@ -383,4 +386,4 @@ class Checkpointer:
         while not self._stopping.wait(self._interval_s):
             # A failed checkpoint is retried next tick; the WAL only grows meanwhile.
             with contextlib.suppress(LogUnavailable):
-                self._log.checkpoint()
+                self.log.checkpoint()

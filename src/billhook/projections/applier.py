@@ -20,6 +20,7 @@ from billhook.domain.reducers import merge_link, merge_override, merge_subscript
 from billhook.domain.resolver import WorkspaceFacts, resolve
 from billhook.domain.times import parse_time
 from billhook.errors import DecodeError, LogUnavailable, StoreUnavailable
+from billhook.providers.billhook import RECONCILED
 from billhook.providers.decode import decode, subject, understands
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ class Facts(Protocol):
 
     def quarantine(self, event: StoredEvent, error: str, subject: EventSubject) -> None: ...
 
+    def clear_thin_quarantines(
+        self, provider: str, subscription: str, customer: str | None, seq: int
+    ) -> None:
+        """Clear, as of `seq`, the quarantined `billhook.thin_unfetched` records about this
+        subscription or customer: a snapshot of it has been fetched since."""
+        ...
+
 
 def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
     """Apply `event`; returns `applied`, `skipped` or `quarantined`.
@@ -90,6 +98,8 @@ def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
     touched: set[str] = set()
     for fact in decoded:
         touched.update(_put(facts, fact, event.seq))
+        if event.type == RECONCILED and isinstance(fact, SubscriptionFact):
+            facts.clear_thin_quarantines(fact.provider, fact.id, fact.customer, event.seq)
     _record_history(facts, event, touched, settings)
     return "applied"
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
 from billhook.projections.store import ProjectionStore
 from billhook.providers.decode import PROJECTED_TYPES
 
@@ -45,7 +45,7 @@ class Batch:
 
 
 def catch_up(
-    log: EventLog,
+    log: Log,
     store: ProjectionStore,
     *,
     batch_size: int = BATCH_SIZE,

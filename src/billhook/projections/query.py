@@ -8,7 +8,7 @@ from billhook.config import Settings
 from billhook.domain.resolver import Entitlement, resolve
 from billhook.domain.times import iso_utc, parse_time
 from billhook.errors import InvalidAction
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
 from billhook.projections.store import ProjectionStore
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -17,7 +17,7 @@ MAX_SEQ = 2**63 - 1
 MAX_SEQ_DIGITS = len(str(MAX_SEQ))
 
 
-def as_of_point(raw: str, log: EventLog) -> tuple[int, datetime]:
+def as_of_point(raw: str, log: Log) -> tuple[int, datetime]:
     """`?as_of=` as (last seq at or before it, the time to evaluate rules at).
 
     A seq is evaluated at the time it was committed; an ISO time at itself.
@@ -46,7 +46,7 @@ def as_of_point(raw: str, log: EventLog) -> tuple[int, datetime]:
 
 def entitlement_at(
     store: ProjectionStore,
-    log: EventLog,
+    log: Log,
     settings: Settings,
     workspace: str,
     as_of: str | None,

@@ -15,18 +15,29 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
 
 from billhook.config import Settings
 from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.resolver import WorkspaceFacts
 from billhook.errors import StoreUnavailable
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
 from billhook.projections import codec
 from billhook.projections.applier import apply_event, blames_the_event, log_quarantined
+from billhook.projections.backend import Location, exists, open_store, remove
+from billhook.projections.postgres import PgConnection, PgSchema, pg_storage_fault
 from billhook.projections.projector import Batch, catch_up
-from billhook.projections.store import ProjectionStore, quarantine_hint, storage_fault
+from billhook.projections.store import (
+    DEFAULT_BUSY_TIMEOUT_S,
+    Connection,
+    ProjectionStore,
+    quarantine_hint,
+    storage_fault,
+)
+from billhook.providers.billhook import THIN_UNFETCHED
 from billhook.providers.decode import PROJECTED_TYPES
 
 # Events read from the log per query.
@@ -68,6 +79,8 @@ class MemoryFacts:
         self.skipped = 0
         # (event, reason) of each quarantine, logged once the fold is committed.
         self.quarantined: list[tuple[StoredEvent, str]] = []
+        # Quarantine rows of `billhook.thin_unfetched` records, which may yet be cleared.
+        self._thin_quarantines: list[list[object]] = []
 
     # -- reads ------------------------------------------------------------------------
 
@@ -163,17 +176,25 @@ class MemoryFacts:
         )
 
     def quarantine(self, event: StoredEvent, error: str, subject: EventSubject) -> None:
-        self.rows["quarantine"].append(
-            (
-                event.seq,
-                event.provider,
-                event.event_id,
-                event.type,
-                error,
-                *quarantine_hint(subject),
-            )
-        )
+        row = [event.seq, event.provider, event.event_id, event.type, error]
+        row += [*quarantine_hint(subject), None]
+        if event.type == THIN_UNFETCHED:
+            # Held until the end: a snapshot fetched later clears it (its last column).
+            self._thin_quarantines.append(row)
+        else:
+            self.rows["quarantine"].append(tuple(row))
         self.quarantined.append((event, error))
+
+    def clear_thin_quarantines(
+        self, provider: str, subscription: str, customer: str | None, seq: int
+    ) -> None:
+        for row in self._thin_quarantines:
+            about_provider, about_customer, about_subscription, cleared = row[6:10]
+            about = about_subscription == subscription or (
+                customer is not None and about_customer == customer
+            )
+            if cleared is None and about_provider == provider and about:
+                row[9] = seq
 
     def current_rows(self) -> dict[str, list[tuple[object, ...]]]:
         """The versions still open at the end, as rows with `to_seq` NULL."""
@@ -185,6 +206,7 @@ class MemoryFacts:
                 for f, since in self.overrides.values()
             ],
             "enforcement": [],
+            "quarantine": [tuple(row) for row in self._thin_quarantines],
         }
         if self.enforcement is not None:
             fact, since = self.enforcement
@@ -220,11 +242,18 @@ _INSERTS = {
     " (workspace, seq, at, provider, type, event_id, tier, source, status)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "quarantine": "INSERT INTO quarantine (seq, provider, event_id, type, error,"
-    " workspace, subject_provider, customer, subscription) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " workspace, subject_provider, customer, subscription, cleared_seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 }
 
 
-def _flush(conn: sqlite3.Connection, rows: dict[str, list[tuple[object, ...]]]) -> None:
+class BulkConnection(Connection, Protocol):
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def _flush(conn: BulkConnection, rows: dict[str, list[tuple[object, ...]]]) -> None:
     for table, batch in rows.items():
         if batch:
             conn.executemany(_INSERTS[table], batch)
@@ -232,8 +261,8 @@ def _flush(conn: sqlite3.Connection, rows: dict[str, list[tuple[object, ...]]]) 
 
 
 def rebuild(
-    log: EventLog,
-    target: Path,
+    log: Log,
+    target: Location,
     settings: Settings,
     *,
     progress: Progress | None = None,
@@ -247,16 +276,15 @@ def rebuild(
     applies each event in its own SAVEPOINT and quarantines the one at fault:
     slower, and row for row what the live projector builds.
     """
-    if target.exists():
+    if exists(target):
         raise StoreUnavailable(f"{target} already exists")
     started = time.perf_counter()
-    ProjectionStore(target, settings).close()  # the schema, with this code's version
+    open_store(target, settings).close()  # the schema, with this code's version
     facts = MemoryFacts(settings)
-    conn = sqlite3.connect(target, isolation_level=None)
+    conn, errors, fault = _bulk_connection(target)
     last = events = 0
     folded = True
     try:
-        conn.execute("PRAGMA synchronous=OFF")  # a crash mid-rebuild just leaves a shadow to delete
         conn.execute("BEGIN")
         while True:
             batch = log.read(after=last, limit=READ_BATCH, payloads_of=PROJECTED_TYPES)
@@ -274,11 +302,10 @@ def rebuild(
         _flush(conn, facts.current_rows())
         conn.execute("UPDATE checkpoint SET seq = ?, skipped = ?", (last, facts.skipped))
         conn.execute("COMMIT")
-        conn.execute("PRAGMA synchronous=NORMAL")
         for event, reason in facts.quarantined:
             log_quarantined(event, reason)
     except Exception as e:
-        if isinstance(e, sqlite3.Error) and storage_fault(e):
+        if isinstance(e, errors) and fault(e):
             raise StoreUnavailable(f"rebuild into {target} failed: {e}") from e
         if not blames_the_event(e):
             raise
@@ -291,8 +318,8 @@ def rebuild(
 
 
 def _rebuild_incrementally(
-    log: EventLog,
-    target: Path,
+    log: Log,
+    target: Location,
     settings: Settings,
     progress: Progress | None,
     reported: int,
@@ -302,8 +329,8 @@ def _rebuild_incrementally(
 
     `reported`: events the abandoned fold already counted to `progress`.
     """
-    remove_store(target)
-    store = ProjectionStore(target, settings)
+    remove(target)
+    store = open_store(target, settings)
     uncounted_from = reported
 
     def count(batch: Batch) -> None:
@@ -326,8 +353,8 @@ def _rebuild_incrementally(
 
 def swap_in(
     shadow: ProjectionStore,
-    live: Path,
-    log: EventLog,
+    live: Location,
+    log: Log,
     *,
     before_commit: Callable[[], None] | None = None,
 ) -> int:
@@ -351,8 +378,16 @@ def swap_in(
     raise StoreUnavailable(f"{live} kept moving ahead of the rebuilt projection; retry the replay")
 
 
-def remove_store(path: Path) -> None:
-    """Delete a store file and its WAL companions, if present."""
-    for suffix in ("", "-wal", "-shm"):
-        candidate = path.with_name(path.name + suffix)
-        candidate.unlink(missing_ok=True)
+def _bulk_connection(
+    target: Location,
+) -> tuple[BulkConnection, tuple[type[Exception], ...], Callable[[Exception], bool]]:
+    """A connection for the fold's bulk writes into `target`, what its driver raises, and
+    which of those are storage faults. Not durable: a crash mid-rebuild just leaves a
+    shadow to delete."""
+    if isinstance(target, PgSchema):
+        pg = PgConnection(target, timeout_s=DEFAULT_BUSY_TIMEOUT_S)
+        pg.execute("SET synchronous_commit = off")
+        return pg, (psycopg.Error,), pg_storage_fault
+    conn = sqlite3.connect(target, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+    return conn, (sqlite3.Error,), storage_fault

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from billhook.config import Settings
 from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
@@ -34,9 +34,10 @@ from billhook.projections.applier import (
     quarantine,
     unapplied_reason,
 )
+from billhook.providers.billhook import THIN_UNFETCHED
 
 # Bumped whenever reducers or the schema change what a replay would produce.
-PROJECTION_VERSION = 3
+PROJECTION_VERSION = 4
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
 SCHEMA = """
@@ -77,7 +78,8 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE TABLE IF NOT EXISTS quarantine (
     seq INTEGER PRIMARY KEY, provider TEXT NOT NULL, event_id TEXT NOT NULL,
     type TEXT NOT NULL, error TEXT NOT NULL,
-    workspace TEXT, subject_provider TEXT, customer TEXT, subscription TEXT
+    workspace TEXT, subject_provider TEXT, customer TEXT, subscription TEXT,
+    cleared_seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, version INTEGER NOT NULL,
@@ -92,6 +94,7 @@ ADDED_COLUMNS = (
     ("quarantine", "subject_provider", "TEXT"),
     ("quarantine", "customer", "TEXT"),
     ("quarantine", "subscription", "TEXT"),
+    ("quarantine", "cleared_seq", "INTEGER"),
 )
 # Indexes on added columns, by name, created once the columns exist.
 ADDED_INDEXES = {
@@ -99,6 +102,13 @@ ADDED_INDEXES = {
     "quarantine_customer": "ON quarantine (subject_provider, customer, seq)",
     "quarantine_subscription": "ON quarantine (subject_provider, subscription, seq)",
 }
+
+
+class Connection(Protocol):
+    """What the statements here need of a connection: sqlite3's, or
+    :class:`billhook.projections.postgres.PgConnection` under PostgreSQL."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
 
 def _live(alias: str, as_of: int | None) -> tuple[str, tuple[int, ...]]:
@@ -143,7 +153,7 @@ class QuarantineRow:
 
 
 def read_facts(
-    conn: sqlite3.Connection,
+    conn: Connection,
     settings: Settings,
     workspace: str,
     as_of: int | None,
@@ -184,7 +194,7 @@ def read_facts(
 
 
 def read_quarantined(
-    conn: sqlite3.Connection, workspace: str, as_of: int | None, seq: int
+    conn: Connection, workspace: str, as_of: int | None, seq: int
 ) -> tuple[int, ...]:
     """The seqs (up to `seq`) of quarantined events about `workspace`: those naming it,
     else those whose customer, or whose subscription, was linked to it (`as_of` as in
@@ -193,9 +203,12 @@ def read_quarantined(
         return ()  # the usual case: spare the reads below their four index probes
     s_live, s_params = _live("s", as_of)
     l_live, l_params = _live("l", as_of)
-    not_named = "q.workspace IS NULL AND q.seq <= ?"
+    # Quarantined by `seq`, and not cleared by then (a thin event answered since).
+    standing = "q.seq <= ? AND (q.cleared_seq IS NULL OR q.cleared_seq > ?)"
+    not_named = f"q.workspace IS NULL AND {standing}"
+    seqs = (seq, seq)
     rows = conn.execute(
-        "SELECT q.seq FROM quarantine q WHERE q.workspace = ? AND q.seq <= ?"  # noqa: S608
+        f"SELECT q.seq FROM quarantine q WHERE q.workspace = ? AND {standing}"  # noqa: S608
         " UNION SELECT q.seq FROM links l CROSS JOIN quarantine q"
         " ON q.subject_provider = l.provider AND q.customer = l.customer"
         f" WHERE l.workspace = ? AND {l_live} AND {not_named}"
@@ -208,16 +221,16 @@ def read_quarantined(
         f" WHERE l.workspace = ? AND {l_live} AND s.workspace IS NULL AND {s_live}"
         f" AND {not_named} ORDER BY 1",
         (
-            *(workspace, seq),
-            *(workspace, *l_params, seq),
-            *(workspace, *s_params, seq),
-            *(workspace, *l_params, *s_params, seq),
+            *(workspace, *seqs),
+            *(workspace, *l_params, *seqs),
+            *(workspace, *s_params, *seqs),
+            *(workspace, *l_params, *s_params, *seqs),
         ),
     ).fetchall()
     return tuple(row[0] for row in rows)
 
 
-def read_enforcement(conn: sqlite3.Connection, settings: Settings, as_of: int | None) -> str:
+def read_enforcement(conn: Connection, settings: Settings, as_of: int | None) -> str:
     live, params = _live("e", as_of)
     row = conn.execute(
         f"SELECT e.fact FROM enforcement e WHERE {live} ORDER BY e.from_seq DESC LIMIT 1",  # noqa: S608
@@ -240,7 +253,23 @@ def storage_fault(error: Exception) -> bool:
 
 
 class ProjectionStore:
-    """A connection to `projections.db`. Thread-safe: one lock serializes its use."""
+    """A connection to `projections.db`. Thread-safe: one lock serializes its use.
+
+    The PostgreSQL store (`billhook.projections.postgres`) is this class with
+    another connection under it: the statements below are written once, for
+    both, and the few that differ are the class attributes here.
+    """
+
+    backend = "sqlite"
+    # What the database driver raises; `storage_fault` sorts them.
+    _errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    # Opens an apply: takes the write lock, so two projectors never apply the same batch.
+    _BEGIN_WRITE = "BEGIN IMMEDIATE"
+    # Opens a read of several statements that must see one commit.
+    _BEGIN_READ = "BEGIN"
+    # The checkpoint, read (and in PostgreSQL row-locked) inside an apply.
+    _CHECKPOINT_FOR_APPLY = "SELECT seq, skipped FROM checkpoint"
+    conn: Any
 
     def __init__(
         self,
@@ -278,12 +307,19 @@ class ProjectionStore:
             self.conn.close()
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def _reading(self) -> Iterator[Any]:
         with self._lock:
             try:
                 yield self.conn
-            except sqlite3.Error as e:
+            except self._errors as e:
                 raise StoreUnavailable(str(e)) from e
+
+    def _storage_fault(self, error: Exception) -> bool:
+        return storage_fault(error)
+
+    def _announce(self, conn: Any, checkpoint: int) -> None:
+        """Runs inside an apply, before COMMIT: tells other readers of the store. SQLite's
+        readers learn of commits from `data_version`; PostgreSQL's from a NOTIFY."""
 
     # -- reads --------------------------------------------------------------------------
 
@@ -309,7 +345,9 @@ class ProjectionStore:
         """(checkpoint seq, skipped events, quarantined events)."""
         with self._reading() as conn:
             seq, skipped = conn.execute("SELECT seq, skipped FROM checkpoint").fetchone()
-            quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+            quarantined = conn.execute(
+                "SELECT count(*) FROM quarantine WHERE cleared_seq IS NULL"
+            ).fetchone()[0]
         return int(seq), int(skipped), int(quarantined)
 
     def workspace_facts(self, workspace: str, as_of_seq: int | None = None) -> WorkspaceFacts:
@@ -318,7 +356,7 @@ class ProjectionStore:
         Read in one transaction: a replay's swap is seen whole or not at all.
         """
         with self._reading() as conn:
-            conn.execute("BEGIN")
+            conn.execute(self._BEGIN_READ)
             try:
                 checkpoint = int(conn.execute("SELECT seq FROM checkpoint").fetchone()[0])
                 seq = checkpoint if as_of_seq is None else min(as_of_seq, checkpoint)
@@ -348,7 +386,8 @@ class ProjectionStore:
     def quarantine(self) -> list[QuarantineRow]:
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT seq, provider, event_id, type, error FROM quarantine ORDER BY seq"
+                "SELECT seq, provider, event_id, type, error FROM quarantine"
+                " WHERE cleared_seq IS NULL ORDER BY seq"
             ).fetchall()
         return [QuarantineRow(*row) for row in rows]
 
@@ -393,7 +432,7 @@ class ProjectionStore:
 
     # -- writes -------------------------------------------------------------------------
 
-    def copy_over(self, live: Path, *, before_commit: Callable[[], None] | None = None) -> bool:
+    def copy_over(self, live: object, *, before_commit: Callable[[], None] | None = None) -> bool:
         """Replace every row of the store at `live` with this store's, in one transaction
         there, provided this store has applied at least as far as `live` has.
 
@@ -404,6 +443,8 @@ class ProjectionStore:
         Both stores must have this code's schema. `before_commit` runs inside
         the transaction, right before COMMIT (crash tests kill the process there).
         """
+        if not isinstance(live, Path):
+            raise StoreUnavailable(f"cannot copy {self.path} into {live}")
         with self._lock:
             try:
                 # A connection of its own, fresh for each swap: Python's sqlite3 reuses a
@@ -435,8 +476,8 @@ class ProjectionStore:
         with self._lock:
             conn = self.conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                checkpoint, skipped = conn.execute("SELECT seq, skipped FROM checkpoint").fetchone()
+                conn.execute(self._BEGIN_WRITE)
+                checkpoint, skipped = conn.execute(self._CHECKPOINT_FOR_APPLY).fetchone()
                 if checkpoint < after:
                     # Applying would leave the events between checkpoint and `after` out forever.
                     conn.execute("ROLLBACK")
@@ -454,7 +495,7 @@ class ProjectionStore:
                     try:
                         outcome = apply_event(facts, event, self._settings)
                     except Exception as e:
-                        if storage_fault(e) or not blames_the_event(e):
+                        if self._storage_fault(e) or not blames_the_event(e):
                             raise
                         conn.execute("ROLLBACK TO event")
                         quarantine(facts, event, unapplied_reason(e), self._settings)
@@ -466,20 +507,21 @@ class ProjectionStore:
                 conn.execute(
                     "UPDATE checkpoint SET seq = ?, skipped = ?", (last, skipped + skipped_now)
                 )
+                self._announce(conn, last)
                 if self._before_commit is not None:
                     self._before_commit()
                 conn.execute("COMMIT")
                 for event, reason in facts.quarantined:
                     log_quarantined(event, reason)
-            except sqlite3.Error as e:
+            except self._errors as e:
                 # A storage fault, or one while undoing an event: nothing of the batch stays.
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*self._errors):
                     conn.execute("ROLLBACK")
                 raise StoreUnavailable(str(e)) from e
             except BaseException:
                 # Not an event's doing (out of memory, an interrupt, the before-commit hook):
                 # nothing of the batch stays, the lock goes.
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*self._errors):
                     conn.execute("ROLLBACK")
                 raise
         return Applied(last_seq=last, applied=applied, skipped=skipped_now, quarantined=quarantined)
@@ -560,7 +602,7 @@ def _copy_into_attached(conn: sqlite3.Connection, before_commit: Callable[[], No
 class SqliteFacts:
     """The :class:`~projections.applier.Facts` port over an open write transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, settings: Settings) -> None:
+    def __init__(self, conn: Any, settings: Settings) -> None:
         self._conn = conn
         self._settings = settings
         # (event, reason) of each quarantine: the store logs them once committed.
@@ -660,10 +702,15 @@ class SqliteFacts:
         )
 
     def quarantine(self, event: StoredEvent, error: str, subject: EventSubject) -> None:
+        # An upsert both SQLite and PostgreSQL read: a retried event's newer reason wins.
         self._conn.execute(
-            "INSERT OR REPLACE INTO quarantine (seq, provider, event_id, type, error,"
+            "INSERT INTO quarantine (seq, provider, event_id, type, error,"
             " workspace, subject_provider, customer, subscription)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (seq) DO UPDATE SET"
+            " provider = excluded.provider, event_id = excluded.event_id, type = excluded.type,"
+            " error = excluded.error, workspace = excluded.workspace,"
+            " subject_provider = excluded.subject_provider, customer = excluded.customer,"
+            " subscription = excluded.subscription, cleared_seq = NULL",
             (
                 event.seq,
                 event.provider,
@@ -674,6 +721,15 @@ class SqliteFacts:
             ),
         )
         self.quarantined.append((event, error))
+
+    def clear_thin_quarantines(
+        self, provider: str, subscription: str, customer: str | None, seq: int
+    ) -> None:
+        self._conn.execute(
+            "UPDATE quarantine SET cleared_seq = ? WHERE type = ? AND cleared_seq IS NULL"
+            " AND subject_provider = ? AND (subscription = ? OR customer = ?)",
+            (seq, THIN_UNFETCHED, provider, subscription, customer),
+        )
 
     def _close(self, table: str, where: str, params: tuple[str, ...], seq: int) -> None:
         self._conn.execute(

@@ -18,7 +18,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from billhook.config import Settings
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
 from billhook.projections.projector import catch_up, log_batch
 from billhook.projections.store import ProjectionStore
 from billhook.providers.clients import ApiNotConfigured, ProviderError, SubscriptionSource
@@ -69,7 +69,7 @@ def refresh_result_key(request_id: str) -> str:
 class Runtime:
     """What actors work on; set only in worker processes (None in the web process)."""
 
-    log: EventLog
+    log: Log
     store: ProjectionStore
     settings: Settings
     sources: Mapping[str, SubscriptionSource]

@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 from billhook.config import Settings
 from billhook.errors import LogUnavailable, StoreUnavailable
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
 from billhook.projections.projector import catch_up, log_batch
 from billhook.projections.store import ProjectionStore
 from billhook.runners.replay import rebuild_if_outdated
+from billhook.runners.thin import ThinFollower
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class EmbeddedProjector:
 
     def __init__(
         self,
-        log: EventLog,
+        log: Log,
         store: ProjectionStore,
         settings: Settings,
         *,
@@ -49,15 +50,20 @@ class EmbeddedProjector:
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="billhook-projector", daemon=True)
+        # Stripe thin events are answered from the API on a thread of their own.
+        self._thin = ThinFollower(log, settings)
 
     def start(self) -> None:
         self._thread.start()
+        self._thin.start()
 
     def wake(self, seq: int | None = None) -> None:
         """Say there is new log; cheap and safe from any thread."""
         self._wake.set()
+        self._thin.wake()
 
     def stop(self) -> None:
+        self._thin.stop()
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=10)

@@ -9,18 +9,23 @@ and live per workspace and swaps nothing.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from billhook.config import Settings
 from billhook.domain.resolver import resolve
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log
+from billhook.projections.backend import (
+    Location,
+    live_location,
+    open_store,
+    remove,
+    shadow_location,
+)
 from billhook.projections.projector import catch_up
-from billhook.projections.rebuild import Progress, Rebuilt, rebuild, remove_store, swap_in
+from billhook.projections.rebuild import Progress, Rebuilt, rebuild, swap_in
 from billhook.projections.store import PROJECTION_VERSION, ProjectionStore
 from billhook.runners.faults import crash_point
 
@@ -35,20 +40,14 @@ class Change:
     after: State
 
 
-def shadow_path(settings: Settings, *, private: bool = False) -> Path:
-    """Where a replay builds; `private` adds the pid, for rebuilds several workers may run."""
-    suffix = f".{os.getpid()}" if private else ""
-    return settings.projections_path.with_name(f"projections.replay{suffix}.db")
-
-
 @contextmanager
-def _shadow(settings: Settings, private: bool) -> Iterator[Path]:
-    path = shadow_path(settings, private=private)
-    remove_store(path)  # a leftover of an interrupted replay is never reused
+def _shadow(settings: Settings, private: bool) -> Iterator[Location]:
+    path = shadow_location(settings, private=private)
+    remove(path)  # a leftover of an interrupted replay is never reused
     try:
         yield path
     finally:
-        remove_store(path)
+        remove(path)
 
 
 def diff(
@@ -67,7 +66,7 @@ def diff(
 
 
 def replay(
-    log: EventLog,
+    log: Log,
     settings: Settings,
     *,
     dry_run: bool,
@@ -81,8 +80,8 @@ def replay(
         rebuilt = rebuild(log, path, settings, progress=progress)
         if report is not None:
             report(rebuilt)
-        shadow = ProjectionStore(path, settings)
-        live = ProjectionStore(settings.projections_path, settings)
+        shadow = open_store(path, settings)
+        live = open_store(live_location(settings), settings)
         try:
             catch_up(log, live)
             catch_up(log, shadow)  # events that arrived while the rebuild ran
@@ -90,7 +89,7 @@ def replay(
             if not dry_run:
                 swap_in(
                     shadow,
-                    settings.projections_path,
+                    live_location(settings),
                     log,
                     before_commit=lambda: crash_point("swap"),
                 )
@@ -103,7 +102,7 @@ def replay(
 logger = logging.getLogger(__name__)
 
 
-def rebuild_if_outdated(log: EventLog, store: ProjectionStore, settings: Settings) -> bool:
+def rebuild_if_outdated(log: Log, store: ProjectionStore, settings: Settings) -> bool:
     """Rebuild and swap when `store` was built by another projection version.
 
     Meanwhile the old projection keeps serving (and `/readyz` says so).

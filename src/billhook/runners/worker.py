@@ -16,7 +16,8 @@ import dramatiq
 
 from billhook.config import Settings
 from billhook.errors import LogUnavailable, StoreUnavailable
-from billhook.log.sqlite import EventLog
+from billhook.log.backend import Log, open_log
+from billhook.projections.backend import open_live
 from billhook.projections.projector import catch_up, log_batch
 from billhook.projections.store import ProjectionStore
 from billhook.providers.clients import sources
@@ -24,6 +25,7 @@ from billhook.runners.actors import PROJECTIONS_QUEUE, REFRESH_QUEUE, Runtime, d
 from billhook.runners.broker import make_broker
 from billhook.runners.faults import crash_point
 from billhook.runners.replay import rebuild_if_outdated
+from billhook.runners.thin import RedisLease, ThinFollower
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ CATCH_UP_INTERVAL_S = 2.0
 WORKER_TIMEOUT_MS = 100
 
 
-def _catch_up(log: EventLog, store: ProjectionStore) -> None:
+def _catch_up(log: Log, store: ProjectionStore) -> None:
     try:
         catch_up(log, store, on_batch=log_batch)
     except (LogUnavailable, StoreUnavailable) as e:
@@ -51,10 +53,8 @@ def run_worker(
     """Run until SIGTERM or SIGINT."""
     broker = make_broker(settings.redis_url.reveal())
     dramatiq.set_broker(broker)
-    log = EventLog(settings.events_path)
-    store = ProjectionStore(
-        settings.projections_path, settings, before_commit=lambda: crash_point("before_commit")
-    )
+    log = open_log(settings)
+    store = open_live(settings, before_commit=lambda: crash_point("before_commit"))
     providers = sources(settings)
     declare(broker, Runtime(log=log, store=store, settings=settings, sources=providers))
     stopping = threading.Event()
@@ -75,11 +75,15 @@ def run_worker(
         worker_timeout=WORKER_TIMEOUT_MS,
     )
     worker.start()
+    # Stripe thin events: every worker follows the log, the lease holder fetches.
+    thin = ThinFollower(log, settings, lease=RedisLease(broker.client))
+    thin.start()
     logger.info("worker", extra={"fields": {"outcome": "started", "threads": threads}})
     try:
         while not stopping.wait(interval_s):
             _catch_up(log, store)
     finally:
+        thin.stop()
         worker.stop()
         broker.close()
         for source in providers.values():

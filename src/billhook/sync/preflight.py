@@ -28,6 +28,10 @@ from billhook.config import (
     Settings,
     redis_url_problem,
 )
+from billhook.errors import LogUnavailable
+from billhook.log.backend import describe
+from billhook.log.postgres import SCHEMA_VERSION as LOG_SCHEMA_VERSION
+from billhook.log.postgres import inspect
 from billhook.providers.clients import ProviderError, sources
 from billhook.providers.polar.client import PolarSource
 from billhook.providers.stripe.client import StripeSource
@@ -101,7 +105,12 @@ def polar_in_use(settings: Settings) -> bool:
 def offline_checks(settings: Settings) -> Iterator[Check]:
     """Checks that need only the settings (already loaded, so already well-typed) and a
     look at the data dir."""
-    yield event_log_check(settings.events_path)
+    if settings.storage_url:
+        where = describe(settings)
+        yield Check(True, "storage", f"{where} (the log and the projections)")
+    else:
+        yield Check(True, "storage", "SQLite files under data_dir (no [storage] url)")
+        yield event_log_check(settings.events_path)
     yield redis_check(settings)
     yield auth_check(settings)
     yield _enforcement(settings)
@@ -417,6 +426,27 @@ def online_checks(
             )
 
 
+def database_checks(url: str) -> Iterator[Check]:
+    """That the PostgreSQL database answers, the log's schema version, and that billhook's
+    sessions commit synchronously (an acknowledgement's durability)."""
+    try:
+        report = inspect(url)
+    except LogUnavailable as e:
+        yield Check(False, "database", f"does not answer: {e}")
+        return
+    yield Check(True, "database", f"answers (PostgreSQL {report.server_version})")
+    if report.log_version is None:
+        yield Check(True, "log schema", "none yet: billhook serve creates it")
+    elif report.log_version > LOG_SCHEMA_VERSION:
+        detail = f"version {report.log_version}, newer than this billhook's {LOG_SCHEMA_VERSION}"
+        yield Check(False, "log schema", detail)
+    else:
+        yield Check(True, "log schema", f"version {report.log_version}")
+    on = report.synchronous_commit == "on"
+    detail = f"{report.synchronous_commit} in billhook's sessions"
+    yield Check(on, "synchronous_commit", detail if on else f"{detail}: acks would not be durable")
+
+
 def _looked_up(
     provider: str,
     kind: str,
@@ -447,6 +477,8 @@ def all_checks(
     yield from offline_checks(settings)
     if not online:
         return
+    if settings.storage_url:
+        yield from database_checks(settings.storage_url.reveal())
     found = connect(settings)
     try:
         stripe, polar = found.get("stripe"), found.get("polar")

@@ -1,0 +1,433 @@
+"""The event log in PostgreSQL: the promises of `events.db`, on a database several hosts share.
+
+Every promise of the SQLite log holds (SPEC §4, §4a): an append returns only
+after its COMMIT did, with `synchronous_commit = on` set by billhook for its
+own sessions whatever the server's default; `UNIQUE (provider, event_id)`;
+the payload's exact text; triggers that refuse UPDATE, DELETE and TRUNCATE.
+
+Seq order is commit order. Each append takes `LOCK TABLE … IN EXCLUSIVE MODE`
+inside its transaction (as eventsourcing's PostgreSQL recorder does): writers
+on every host queue there, readers do not, and the next seq is `max(seq) + 1`
+under that lock. A transaction that took seq N therefore commits before any
+other can take N + 1, so a reader that has seen N never later finds a newly
+committed event below it, and no seq is ever burnt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool
+
+from billhook.domain.records import EventRecord, StoredEvent
+from billhook.domain.times import iso_utc
+from billhook.errors import LogUnavailable
+from billhook.log.sqlite import DEFAULT_BUSY_TIMEOUT_S, Appended
+
+# The schema that holds the log; projections have their own (billhook.projections.postgres).
+LOG_SCHEMA = "billhook"
+# Bumped when the statements below change; stored in billhook.log_meta (SCHEMA sets it).
+SCHEMA_VERSION = 1
+# pg_advisory_xact_lock key under which processes create or upgrade schemas, one at a time.
+SCHEMA_LOCK_KEY = 0x6269_6C6C  # "bill"
+# The pool reports each failed reconnection as a warning: in `serve` and `worker` those go to
+# the JSON log like every line; a CLI command, which configures no logging, keeps them off
+# its stderr (its own error says what failed, in one line).
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+# Connections one log object keeps open at most.
+DEFAULT_POOL_SIZE = 4
+
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS billhook;
+CREATE TABLE IF NOT EXISTS billhook.events (
+    seq bigint PRIMARY KEY CHECK (seq > 0),
+    provider text NOT NULL CHECK (provider IN ('stripe', 'polar', 'billhook')),
+    event_id text NOT NULL,
+    type text NOT NULL,
+    livemode smallint CHECK (livemode IN (0, 1)),
+    occurred_at text,
+    received_at text NOT NULL,
+    payload text NOT NULL,
+    UNIQUE (provider, event_id)
+);
+CREATE INDEX IF NOT EXISTS events_received_at ON billhook.events (received_at);
+CREATE OR REPLACE FUNCTION billhook.events_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events is append-only: % is not allowed', TG_OP;
+END
+$$;
+CREATE OR REPLACE TRIGGER events_no_update_or_delete BEFORE UPDATE OR DELETE
+    ON billhook.events FOR EACH ROW EXECUTE FUNCTION billhook.events_append_only();
+CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE
+    ON billhook.events FOR EACH STATEMENT EXECUTE FUNCTION billhook.events_append_only();
+CREATE TABLE IF NOT EXISTS billhook.log_meta (
+    id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL
+);
+INSERT INTO billhook.log_meta (id, version) VALUES (1, 1)
+    ON CONFLICT (id) DO UPDATE SET version = excluded.version;
+"""
+
+_COLUMNS = "seq, provider, event_id, type, livemode, occurred_at, received_at, payload"
+_SELECT = f"SELECT {_COLUMNS} FROM {LOG_SCHEMA}.events"  # noqa: S608
+_LOCK = f"LOCK TABLE {LOG_SCHEMA}.events IN EXCLUSIVE MODE"
+_KNOWN = (
+    f"SELECT e.provider, e.event_id, e.seq FROM {LOG_SCHEMA}.events e"  # noqa: S608
+    " JOIN unnest(%s::text[], %s::text[]) AS k(provider, event_id)"
+    " ON e.provider = k.provider AND e.event_id = k.event_id"
+)
+_INSERT = (
+    f"INSERT INTO {LOG_SCHEMA}.events ({_COLUMNS})"  # noqa: S608
+    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::smallint[],"
+    " %s::text[], %s::text[], %s::text[])"
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def session_settings(conn: psycopg.Connection[Any], *, lock_timeout_s: float) -> None:
+    """What billhook sets on each of its sessions, whatever the server's defaults.
+
+    `synchronous_commit = on`: a COMMIT returns once its WAL is flushed, the
+    durability an acknowledgement promises. `lock_timeout`: a writer waiting
+    on another's lock past it gets an error (a 503), not an endless wait.
+    """
+    conn.execute("SET synchronous_commit = on")
+    conn.execute("SET application_name = 'billhook'")
+    conn.execute(f"SET lock_timeout = {int(lock_timeout_s * 1000)}")
+    if not conn.autocommit:
+        conn.commit()
+
+
+def make_pool(url: str, *, size: int, timeout_s: float, name: str) -> ConnectionPool[Any]:
+    """A pool of autocommit connections to `url`, each set up by :func:`session_settings`.
+
+    Opening does not wait for the database: a database that is down fails the
+    first use, with :class:`LogUnavailable` there, and a broken connection is
+    replaced on its next use, so a process recovers without a restart.
+    """
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        session_settings(conn, lock_timeout_s=timeout_s)
+
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        timeout=timeout_s,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_s))},
+        configure=configure,
+        check=ConnectionPool.check_connection,
+        name=name,
+        open=True,
+    )
+
+
+def create_schema(conn: psycopg.Connection[Any], statements: str) -> None:
+    """Run `statements` in one transaction, one process at a time (CREATE … IF NOT EXISTS
+    is not safe against a concurrent CREATE of the same name in PostgreSQL)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        conn.execute(statements.encode())
+
+
+def log_exists(url: str) -> bool:
+    """Whether the database at `url` holds a billhook log. Raises :class:`LogUnavailable`
+    when it cannot be asked."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (f"{LOG_SCHEMA}.log_meta",)
+            ).fetchone()
+    except psycopg.Error as e:
+        raise LogUnavailable(f"cannot reach the PostgreSQL database: {_reason(e)}") from e
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    """What `billhook check-config --online` says about a PostgreSQL database."""
+
+    server_version: str
+    # The log's schema version; None when the database holds no log yet.
+    log_version: int | None
+    # `synchronous_commit` as billhook's own sessions see it (they set it to `on`).
+    synchronous_commit: str
+
+
+def inspect(url: str, *, timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> DatabaseReport:
+    """Connect to `url` as billhook does, and report. Raises :class:`LogUnavailable`."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_s))) as conn:
+            session_settings(conn, lock_timeout_s=timeout_s)
+            version = conn.execute("SHOW server_version").fetchone()
+            sync = conn.execute("SHOW synchronous_commit").fetchone()
+            present = conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (f"{LOG_SCHEMA}.log_meta",)
+            ).fetchone()
+            log_version = None
+            if present and present[0]:
+                row = conn.execute(f"SELECT version FROM {LOG_SCHEMA}.log_meta").fetchone()  # noqa: S608
+                log_version = int(row[0]) if row else None
+    except psycopg.Error as e:
+        raise LogUnavailable(_reason(e)) from e
+    return DatabaseReport(
+        server_version=str(version[0]) if version else "unknown",
+        log_version=log_version,
+        synchronous_commit=str(sync[0]) if sync else "unknown",
+    )
+
+
+class PostgresEventLog:
+    """The event log in a PostgreSQL database. Thread-safe: each call takes a pooled
+    connection. Raises :class:`LogUnavailable` whenever PostgreSQL cannot do what was asked.
+    """
+
+    backend = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        clock: Callable[[], datetime] = _utcnow,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> None:
+        self.url = url
+        self._clock = clock
+        # One connection first, not the pool: a database that is down is one clear error
+        # now, not the pool's reconnection attempts until its timeout.
+        try:
+            with psycopg.connect(
+                url, autocommit=True, connect_timeout=max(1, int(busy_timeout_s))
+            ) as conn:
+                session_settings(conn, lock_timeout_s=busy_timeout_s)
+                present = conn.execute(
+                    "SELECT to_regclass(%s) IS NOT NULL", (f"{LOG_SCHEMA}.log_meta",)
+                ).fetchone()
+                current = (
+                    conn.execute(f"SELECT version FROM {LOG_SCHEMA}.log_meta").fetchone()  # noqa: S608
+                    if present and present[0]
+                    else None
+                )
+                if current is None or current[0] < SCHEMA_VERSION:
+                    create_schema(conn, SCHEMA)
+        except psycopg.Error as e:
+            raise LogUnavailable(f"cannot open the event log in PostgreSQL: {_reason(e)}") from e
+        self._pool = make_pool(url, size=pool_size, timeout_s=busy_timeout_s, name="billhook-log")
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pool.close()
+
+    @contextmanager
+    def _writer(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection to write with. A session opened while the database was
+        read-only (`default_transaction_read_only`, a standby) stays read-only after the
+        database is writable again, so such a connection is closed: the pool replaces it
+        and the next write, in a fresh session, succeeds without a restart."""
+        with self._pool.connection() as conn:
+            try:
+                yield conn
+            except psycopg.errors.ReadOnlySqlTransaction:
+                conn.close()
+                raise
+
+    def defer_checkpoints(self) -> None:
+        """Nothing to defer: PostgreSQL checkpoints on its own."""
+
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints on its own."""
+
+    def append_batch(self, records: Sequence[EventRecord]) -> list[Appended]:
+        """Append `records` in one transaction and return where each one sits.
+
+        As :meth:`billhook.log.sqlite.EventLog.append_batch`: duplicates (in
+        the log or earlier in the batch) answer the original's seq; nothing is
+        returned before the COMMIT is durable; on any error nothing is kept.
+        """
+        try:
+            with self._writer() as conn, conn.transaction():
+                conn.execute(_LOCK)
+                # Read the clock once the lock is ours, not before waiting for it.
+                received_at = iso_utc(self._clock())
+                return self._insert_new(conn, records, received_at)
+        except psycopg.Error as e:
+            raise LogUnavailable(_reason(e)) from e
+
+    @staticmethod
+    def _insert_new(
+        conn: psycopg.Connection[Any], records: Sequence[EventRecord], received_at: str
+    ) -> list[Appended]:
+        keys = list(dict.fromkeys((r.provider, r.event_id) for r in records))
+        known: dict[tuple[str, str], int] = {
+            (row[0], row[1]): int(row[2])
+            for row in conn.execute(_KNOWN, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+        }
+        fresh: dict[tuple[str, str], EventRecord] = {}
+        for r in records:
+            key = (r.provider, r.event_id)
+            if key not in known and key not in fresh:
+                fresh[key] = r
+        if fresh:
+            head_row = conn.execute(
+                f"SELECT coalesce(max(seq), 0) FROM {LOG_SCHEMA}.events"  # noqa: S608
+            ).fetchone()
+            head = int(head_row[0]) if head_row else 0
+            new = list(fresh.values())
+            seqs = list(range(head + 1, head + 1 + len(new)))
+            conn.execute(
+                _INSERT,
+                (
+                    seqs,
+                    [r.provider for r in new],
+                    [r.event_id for r in new],
+                    [r.type for r in new],
+                    [r.livemode for r in new],
+                    [r.occurred_at for r in new],
+                    [received_at] * len(new),
+                    [r.payload for r in new],
+                ),
+            )
+            known.update(zip(fresh, seqs, strict=True))
+        results = []
+        first_seen: set[tuple[str, str]] = set()
+        for r in records:
+            key = (r.provider, r.event_id)
+            new_here = key in fresh and key not in first_seen
+            first_seen.add(key)
+            results.append(Appended(seq=known[key], duplicate=not new_here))
+        return results
+
+    def head_seq(self) -> int:
+        """The highest seq in the log, 0 when it is empty."""
+        sql = f"SELECT coalesce(max(seq), 0) FROM {LOG_SCHEMA}.events"  # noqa: S608
+        return int(self._fetch(sql, ())[0][0])
+
+    def last_seq_at(self, received_at: str) -> int:
+        """The last seq committed at or before `received_at` (the log's ISO format), else 0."""
+        sql = f"SELECT coalesce(max(seq), 0) FROM {LOG_SCHEMA}.events WHERE received_at <= %s"  # noqa: S608
+        return int(self._fetch(sql, (received_at,))[0][0])
+
+    def received_after(self, seq: int) -> str | None:
+        """`received_at` of the first event past `seq`; None when there is none."""
+        sql = (
+            f"SELECT received_at FROM {LOG_SCHEMA}.events"  # noqa: S608
+            " WHERE seq > %s ORDER BY seq LIMIT 1"
+        )
+        rows = self._fetch(sql, (seq,))
+        return str(rows[0][0]) if rows else None
+
+    def probe_writable(self, *, durable: bool = False) -> None:
+        """Show that this log could append now, without appending.
+
+        Takes the append lock and lets it go; with `durable`, also commits a
+        write that changes no value (log_meta's version set to itself), flushed
+        like an append: a read-only or full database fails that too. The
+        events table, and so the log's seqs, are never touched.
+        """
+        try:
+            with self._writer() as conn, conn.transaction():
+                conn.execute(_LOCK)
+                if durable:
+                    conn.execute(f"UPDATE {LOG_SCHEMA}.log_meta SET version = version")  # noqa: S608
+        except psycopg.Error as e:
+            raise LogUnavailable(_reason(e)) from e
+
+    def backup(self, target: Path) -> int:
+        """Refused: a PostgreSQL log is backed up with PostgreSQL's own tools."""
+        raise LogUnavailable(
+            "the log is in PostgreSQL: back it up with pg_dump or the database's own backups"
+            " (docs/operations.md)"
+        )
+
+    def get(self, seq: int) -> StoredEvent | None:
+        rows = self._rows(_SELECT + " WHERE seq = %s", (seq,))
+        return rows[0] if rows else None
+
+    def find(self, event_id: str, provider: str | None = None) -> list[StoredEvent]:
+        """Every event with this provider event id (one per provider at most)."""
+        sql = _SELECT + " WHERE event_id = %s"
+        params: tuple[object, ...] = (event_id,)
+        if provider is not None:
+            sql += " AND provider = %s"
+            params += (provider,)
+        return self._rows(sql + " ORDER BY seq", params)
+
+    def read(
+        self,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        provider: str | None = None,
+        type: str | None = None,
+        payloads_of: Mapping[str, Collection[str]] | None = None,
+    ) -> list[StoredEvent]:
+        """Events with seq > `after`, oldest first, optionally filtered (as the SQLite log's
+        :meth:`~billhook.log.sqlite.EventLog.read`, `payloads_of` included)."""
+        where = ["seq > %s"]
+        params: list[object] = [after]
+        if provider is not None:
+            where.append("provider = %s")
+            params.append(provider)
+        if type is not None:
+            where.append("type = %s")
+            params.append(type)
+        select, select_params = _SELECT, list[object]()
+        if payloads_of is not None:
+            select, select_params = _select_payloads_of(payloads_of)
+        # Only constant fragments are joined; every value is a bound parameter.
+        sql = select + " WHERE " + " AND ".join(where) + " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        return self._rows(sql, (*select_params, *params))
+
+    def _rows(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
+        return [StoredEvent(*row) for row in self._fetch(sql, params)]
+
+    def _fetch(self, sql: str, params: tuple[object, ...]) -> list[Any]:
+        try:
+            with self._pool.connection() as conn:
+                rows: list[Any] = conn.execute(sql.encode(), params).fetchall()
+                return rows
+        except psycopg.Error as e:
+            raise LogUnavailable(_reason(e)) from e
+
+
+def _select_payloads_of(payloads_of: Mapping[str, Collection[str]]) -> tuple[str, list[object]]:
+    """A SELECT whose payload column is empty except for the given provider types."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for provider, types in sorted(payloads_of.items()):
+        clauses.append("(provider = %s AND type = ANY(%s::text[]))")
+        params += [provider, sorted(types)]
+    condition = " OR ".join(clauses) or "false"
+    columns = "seq, provider, event_id, type, livemode, occurred_at, received_at"
+    sql = (
+        f"SELECT {columns}, CASE WHEN {condition} THEN payload ELSE '' END"  # noqa: S608
+        f" FROM {LOG_SCHEMA}.events"
+    )
+    return sql, params
+
+
+def _reason(error: Exception) -> str:
+    """PostgreSQL's reason in one line: its primary message, without the DETAIL (which may
+    quote a row's values) or the query."""
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    lines = str(error).splitlines()
+    text = primary or (lines[0] if lines else "")
+    return " ".join(text.split()) or error.__class__.__name__
