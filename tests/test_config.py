@@ -30,6 +30,8 @@ def test_the_example_config_is_the_defaults_plus_its_maps() -> None:
         "enforcement",
         "max_body_bytes",
         "signature_tolerance_s",
+        "final_event_allowance_s",
+        "stale_period_hours",
         "request_timeout_s",
         "max_connections",
     ):
@@ -59,6 +61,8 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
         "max_body_bytes",
         "signature_tolerance_s",
         "attention_grace_hours",
+        "final_event_allowance_s",
+        "stale_period_hours",
         "workspace_key",
         "request_timeout_s",
         "max_connections",
@@ -103,6 +107,14 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
         (
             {"billhook": {"attention_grace_hours": "2"}},
             "billhook.attention_grace_hours: expected a number",
+        ),
+        (
+            {"billhook": {"final_event_allowance_s": -1}},
+            "billhook.final_event_allowance_s: must be at least 0, got -1",
+        ),
+        (
+            {"billhook": {"stale_period_hours": -0.5}},
+            "billhook.stale_period_hours: must be at least 0, got -0.5",
         ),
         ({"billhook": {"workspace_key": " "}}, "billhook.workspace_key: must not be empty"),
         (

@@ -32,7 +32,7 @@ from billhook.testing.polar import (
     polar_customer,
     polar_subscription,
 )
-from billhook.testing.servers import free_port, serve_in_thread
+from billhook.testing.servers import free_port, serve_in_thread, wait_until
 from billhook.testing.settings import (
     POLAR_ACCESS_TOKEN,
     PRODUCT_TEAM,
@@ -427,3 +427,40 @@ def test_unreachable_providers_are_a_502_after_bounded_retries(deploy: Deploymen
     assert polar_body["detail"] == f"polar: PolarNetworkError after {providers.ATTEMPTS} attempts"
     assert "127.0.0.1" not in stripe_body["detail"] + polar_body["detail"]
     assert dep.log.head_seq() == head
+
+
+# -- time rules ask the provider on their own ------------------------------------------------
+
+
+def test_a_missed_closing_event_is_settled_by_a_background_refresh(
+    deploy: DeploymentFactory,
+) -> None:
+    """The webhook said "canceling at period end"; the period ended more than the allowance
+    ago and `customer.subscription.deleted` never came. The first read reports the missed
+    event, and a refresh it starts by itself fetches the subscription, now canceled."""
+    dep = deploy()
+    ended = NOW_S - 2 * 3600
+    canceling = stripe_subscription(
+        id="sub_gone", customer="cus_gone", cancel_at_period_end=True, period_end=ended
+    )
+    dep.stripe.add(stripe_customer(id="cus_gone"), {**canceling, "status": "canceled"})
+    link_by_checkout(dep, "ws_gone", "cus_gone", "sub_gone")
+    dep.deliver_stripe("customer.subscription.updated", canceling, created=T0)
+    head = dep.log.head_seq()
+
+    first = dep.entitlement("ws_gone")
+
+    assert first["problems"] == ["final_event_missing:sub_gone"]
+    assert first["tier"] == "solo"
+    settled = wait_until(
+        lambda: (body := dep.entitlement("ws_gone"))["problems"] == [] and body,
+        10,
+        "the background refresh to append the canceled subscription",
+    )
+    assert settled["subscriptions"][0]["status"] == "inactive"  # canceled, as billhook says it
+    (snapshot,) = dep.reconciled_after(head)
+    assert snapshot["subscription"]["id"] == "sub_gone"
+    # Later reads of the settled answer ask the provider no more.
+    calls = len(dep.stripe.requests_to("/v1/subscriptions"))
+    dep.entitlement("ws_gone")
+    assert len(dep.stripe.requests_to("/v1/subscriptions")) == calls

@@ -2,8 +2,11 @@
 
 An entry is valid while the projection is unchanged (SQLite's `data_version`
 on the API's own connection changes whenever any other connection commits:
-the projector, a worker, a replay's swap) and until the first time rule of
-the entry fires (an override expiry, a grace period's end).
+the projector, a worker, a replay's swap; PostgreSQL's follows NOTIFY) and
+until the first time rule of the entry fires (an override expiry, a grace
+period's end, a canceling subscription's end plus the allowance, a period
+turning stale). An answer a time rule flagged is handed to `on_flagged`,
+which refreshes the workspace from the provider in the background.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import datetime
 
 from billhook.api.schemas import encode, entitlement_answer
 from billhook.config import Settings
-from billhook.domain.resolver import Entitlement, resolve
+from billhook.domain.resolver import Entitlement, refresh_wanted, resolve
 from billhook.domain.times import to_us
 from billhook.projections.store import ProjectionStore
 
@@ -37,11 +40,13 @@ class EntitlementCache:
         now: Callable[[], datetime],
         *,
         max_entries: int = MAX_ENTRIES,
+        on_flagged: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._now = now
         self._max_entries = max_entries
+        self._on_flagged = on_flagged
         self._entries: dict[str, Cached] = {}
         self._version: int | None = None
 
@@ -58,6 +63,8 @@ class EntitlementCache:
             if until is None or to_us(now) < until:
                 return entry
         entitlement = resolve(self._store.workspace_facts(workspace), self._settings.policy, now)
+        if self._on_flagged is not None and refresh_wanted(entitlement):
+            self._on_flagged(workspace)
         entry = Cached(entitlement, encode(entitlement_answer(entitlement, now)))
         if len(self._entries) >= self._max_entries:
             self._entries.clear()

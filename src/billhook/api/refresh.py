@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +37,11 @@ from billhook.providers.clients import ApiNotConfigured, ProviderError, Subscrip
 from billhook.runners.actors import refresh_result_key
 from billhook.sync.reconcile import Drift, NotLinked, drift, workspace_snapshots
 
+logger = logging.getLogger(__name__)
+# How often one process refreshes a workspace a time rule flagged, at most.
+BACKGROUND_EVERY_S = 600.0
+# Workspaces whose last background refresh is remembered, at most.
+MAX_REMEMBERED = 50_000
 # Longest provider error message returned to a caller.
 MAX_DETAIL_CHARS = 200
 # How long a refresh waits for a worker's outcome before answering 503.
@@ -76,6 +83,57 @@ async def provider_call(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs)
         raise ApiError(503, "provider_not_configured", str(e)) from None
     except ProviderError as e:
         raise ApiError(502, "provider_error", str(e)[:MAX_DETAIL_CHARS]) from None
+
+
+class BackgroundRefresh:
+    """Refreshes, in the background, workspaces whose answer a time rule flagged.
+
+    A canceling subscription past its end plus the allowance, or a period long
+    ended without a renewal, means billhook missed the provider's event: a
+    refresh asks the provider API and appends what it says. At most one
+    refresh per workspace per `every_s` in this process, none without a running
+    event loop; failures are logged (ids and the error's kind), never raised
+    into the read that noticed.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[str], Awaitable[None]],
+        *,
+        every_s: float = BACKGROUND_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._run = run
+        self._every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, workspace: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        now = self._clock()
+        last = self._last.get(workspace)
+        if last is not None and now - last < self._every_s:
+            return
+        if len(self._last) >= MAX_REMEMBERED:
+            self._last.clear()
+        self._last[workspace] = now
+        task = loop.create_task(self._guarded(workspace))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, workspace: str) -> None:
+        fields = {"workspace_id": workspace, "reason": "time_rule"}
+        try:
+            await self._run(workspace)
+        except Exception as e:  # logged, not raised: a read noticed, a read must not fail
+            fields["error"] = type(e).__name__
+            logger.warning("background_refresh", extra={"fields": fields})
+            return
+        logger.info("background_refresh", extra={"fields": {**fields, "outcome": "done"}})
 
 
 class RefreshRoute:
@@ -130,6 +188,16 @@ class RefreshRoute:
         if last:
             await self._wait_for(last)
         return Response(self._answer(workspace), media_type="application/json")
+
+    async def in_background(self, workspace: str) -> None:
+        """A refresh nobody waits for (see :class:`BackgroundRefresh`): with Redis, the
+        actor's message is sent and its outcome not awaited."""
+        if self._remote is not None:
+            await asyncio.to_thread(self._remote.send, workspace, uuid.uuid4().hex)
+            return
+        found = await asyncio.to_thread(self._drift, workspace)
+        for record in found.records:
+            await self._append(record)
 
     async def _refresh_remotely(self, workspace: str) -> None:
         assert self._remote is not None

@@ -26,6 +26,7 @@ from billhook.domain import resolver
 from billhook.domain.facts import OVERRIDE_KINDS
 from billhook.domain.times import to_us
 from billhook.providers import sessions
+from billhook.providers.stripe.accounts import split
 
 Schema = dict[str, Any]
 
@@ -58,9 +59,16 @@ SubscriptionStatus = Annotated[str, _enum(*SUBSCRIPTION_STATUSES)]
 Status = Annotated[str, _enum(*STATUSES)]
 Attention = Annotated[str | None, _enum(None, "past_due", "unpaid", "incomplete")]
 NextAction = Annotated[str, _enum(*NEXT_ACTIONS)]
-# A fail-closed subscription (`unknown_price:<id>`, `mode_mismatch:<event id>`), or an
-# event about the workspace that could not be applied (`quarantined:<seq>`).
-Problem = Annotated[str, Meta(pattern="^((unknown_price|mode_mismatch):|quarantined:[0-9]+$)")]
+# A fail-closed subscription (`unknown_price:<id>`, `mode_mismatch:<event id>`), a missed
+# provider event (`final_event_missing:<id>`, `stale_period:<id>`), or an event about the
+# workspace that could not be applied (`quarantined:<seq>`).
+Problem = Annotated[
+    str,
+    Meta(
+        pattern="^((unknown_price|mode_mismatch|final_event_missing|stale_period):"
+        "|quarantined:[0-9]+$)"
+    ),
+]
 Decision = Annotated[str, _enum("allow", "would_deny", "deny")]
 Reason = Annotated[str | None, _enum(None, "tier_required", "billing_attention", "seat_limit")]
 LogProvider = Annotated[str, _enum("stripe", "polar", "billhook")]
@@ -120,7 +128,7 @@ class WebhookAck(Answer):
 
 class Subscription(Answer):
     provider: BillingProvider
-    id: str
+    id: Annotated[str, Meta(description="the provider's subscription id")]
     customer: str | None
     tier: Tier | None
     status: SubscriptionStatus
@@ -128,6 +136,10 @@ class Subscription(Answer):
     interval: Interval | None
     current_period_end: Time | None
     cancel_at_period_end: bool
+    account: Annotated[
+        str | None,
+        Meta(description="the Stripe Connect account it lives in; null: the platform's own"),
+    ]
 
 
 class Override(Answer):
@@ -354,20 +366,7 @@ def entitlement_answer(entitlement: resolver.Entitlement, now: datetime) -> Enti
         e.next_action,
         Features(e.included, e.unavailable),
         None if e.seats is None else Seats(e.seats),
-        tuple(
-            Subscription(
-                v.fact.provider,
-                v.fact.id,
-                v.fact.customer,
-                v.tier,
-                v.fact.status,
-                v.price,
-                v.interval,
-                v.current_period_end,
-                v.fact.cancel_at_period_end,
-            )
-            for v in e.subscriptions
-        ),
+        tuple(_subscription_answer(v) for v in e.subscriptions),
         # An override in force always names its tier (`providers.billhook` decodes it so).
         tuple(
             Override(o.kind, o.tier or "", o.expires_at, resolver.expired(o, now_us), o.seq)
@@ -376,4 +375,24 @@ def entitlement_answer(entitlement: resolver.Entitlement, now: datetime) -> Enti
         e.problems,
         e.enforcement,
         e.as_of_seq,
+    )
+
+
+def _subscription_answer(v: resolver.SubscriptionView) -> Subscription:
+    """A subscription as answers show it: a connected account's ids bare, its account apart."""
+    account, sub_id = split(v.fact.id) if v.fact.provider == "stripe" else (None, v.fact.id)
+    customer = v.fact.customer
+    if account is not None and customer is not None:
+        customer = split(customer)[1]
+    return Subscription(
+        v.fact.provider,
+        sub_id,
+        customer,
+        v.tier,
+        v.fact.status,
+        v.price,
+        v.interval,
+        v.current_period_end,
+        v.fact.cancel_at_period_end,
+        account,
     )

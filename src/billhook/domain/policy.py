@@ -2,7 +2,8 @@
 
 A narrow, secret-free view built once from the settings: the tiers in order
 with their features, what each Stripe price and Polar product grants, the
-mode and the grace period. The domain never sees the settings object.
+mode, the grace period and the time rules' allowances. The domain never sees
+the settings object.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class Policy:
     # Whether this deployment trusts live-mode events (`mode = "live"`).
     live: bool = False
     attention_grace_hours: float = 0
+    # How long a canceling subscription keeps its tier past its end, waiting for
+    # the provider's closing event.
+    final_event_allowance_s: float = 3600
+    # How long past its period end a subscription may go without a renewal
+    # before it is reported as `stale_period:<id>`.
+    stale_period_hours: float = 72
 
     @cached_property
     def tier_rank(self) -> Mapping[str, int]:

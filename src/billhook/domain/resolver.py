@@ -7,6 +7,12 @@ the default tier. Fail closed: a subscription whose prices are all unmapped,
 or whose event came in the wrong livemode, grants nothing and is a problem. An
 event about the workspace that could not be applied (quarantined) is a problem
 too: what billhook knows may be incomplete, so the next action is support's.
+
+Two time rules guard against a provider event that never arrives: a canceling
+subscription stops granting once its period end plus `final_event_allowance_s`
+has passed (`final_event_missing:<id>`), and a subscription still granting long
+after its period ended without a renewal is reported (`stale_period:<id>`) but
+keeps its tier. Either is healed by fetching the subscription from the provider.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from billhook.domain.times import iso_to_us, to_us
 
 # The problem a quarantined event about the workspace adds, before its seq.
 QUARANTINED = "quarantined"
+# The problem of a canceling subscription past its end and allowance, with no closing event.
+FINAL_EVENT_MISSING = "final_event_missing"
+# The problem of a granting subscription whose period ended long ago with no renewal.
+STALE_PERIOD = "stale_period"
 # Tie-break between candidates of the same tier and health (docs/entitlements.md, rule 2).
 SOURCE_RANK = {
     "enterprise_contract": 4,
@@ -36,6 +46,7 @@ SOURCE_RANK = {
 }
 SITE_OWNER = "site_owner_override"
 US_PER_HOUR = 3_600_000_000
+US_PER_SECOND = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -94,13 +105,75 @@ class Entitlement:
     # Paid features are withheld because billing needs attention past the grace period.
     paid_blocked: bool
     # The first moment at which the same facts resolve differently (an override
-    # expires, a grace period ends); None when only new facts can change it.
+    # expires, a grace period ends, a time rule fires); None when only new facts
+    # can change it.
     valid_until_us: int | None = None
+
+
+@dataclass(frozen=True)
+class TimeRule:
+    """What the time rules say of one subscription at one instant.
+
+    `ended`: a canceling subscription past its end and allowance, which grants
+    nothing any more. `problem`: `final_event_missing:<id>` or
+    `stale_period:<id>`, the sign that the provider's newer state was missed.
+    `fires_at_us`: when the rule will next change its answer, if ever.
+    """
+
+    ended: bool = False
+    problem: str | None = None
+    fires_at_us: int | None = None
+
+
+# What the time rules say of a subscription they do not concern.
+NO_RULE = TimeRule()
 
 
 def expired(override: OverrideFact, now_us: int) -> bool:
     """Whether `override` has an expiry and it is at or before `now_us`."""
     return override.expires_at is not None and iso_to_us(override.expires_at) <= now_us
+
+
+def time_rule(view: SubscriptionView, policy: Policy, now_us: int) -> TimeRule:
+    """The time rules (docs/entitlements.md) for a subscription at `now_us`.
+
+    Only a subscription whose status grants and whose period end is known is
+    concerned: if canceling, it ends at its period end plus
+    `final_event_allowance_s`; otherwise it is stale from its period end plus
+    `stale_period_hours`, and still grants.
+    """
+    fact = view.fact
+    end_us = _period_end_us(view)
+    if fact.status not in GRANTING_STATUSES or end_us is None:
+        return NO_RULE
+    if fact.status == "canceling":
+        limit = end_us + int(policy.final_event_allowance_s * US_PER_SECOND)
+        if now_us >= limit:
+            return TimeRule(True, f"{FINAL_EVENT_MISSING}:{fact.id}")
+        return TimeRule(fires_at_us=limit)
+    limit = end_us + int(policy.stale_period_hours * US_PER_HOUR)
+    if now_us >= limit:
+        return TimeRule(problem=f"{STALE_PERIOD}:{fact.id}")
+    return TimeRule(fires_at_us=limit)
+
+
+def refresh_wanted(entitlement: Entitlement) -> tuple[SubscriptionView, ...]:
+    """The subscriptions of `entitlement` a time rule flagged: fetching them from
+    the provider (by `fact.provider`, `fact.customer`, `fact.id`) settles them."""
+    flagged = {
+        problem.partition(":")[2]
+        for problem in entitlement.problems
+        if problem.startswith((f"{FINAL_EVENT_MISSING}:", f"{STALE_PERIOD}:"))
+    }
+    return tuple(v for v in entitlement.subscriptions if v.fact.id in flagged)
+
+
+def _period_end_us(view: SubscriptionView) -> int | None:
+    """The subscription's period end: the granting item's, else the latest one known."""
+    if view.current_period_end is not None:
+        return iso_to_us(view.current_period_end)
+    ends = [iso_to_us(i.current_period_end) for i in view.fact.items if i.current_period_end]
+    return max(ends, default=None)
 
 
 def view(fact: SubscriptionFact, policy: Policy) -> SubscriptionView:
@@ -154,6 +227,10 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
             key=lambda v: (v.fact.provider, v.fact.id),
         )
     )
+    ruled = [(v, time_rule(v, policy, now_us)) for v in views]
+    # A canceling subscription past its end and allowance is over, whatever its last
+    # snapshot says: it grants nothing and its own fail-closed problem no longer applies.
+    live_views = [v for v, rule in ruled if not rule.ended]
     # Sorted, so that equal candidates resolve the same whatever order facts come in.
     live_overrides = sorted(
         (o for o in facts.overrides if o.active and o.tier in rank and not expired(o, now_us)),
@@ -181,7 +258,7 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
                 v.seats,
                 v.fact.attention_since_us,
             )
-            for v in views
+            for v in live_views
             if v.tier is not None and v.fact.status in GRANTING_STATUSES
         ]
     winner = max(
@@ -194,11 +271,13 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
         ),
         default=None,
     )
-    latest = max(facts.subscriptions, key=lambda f: f.order, default=None)
+    latest = max(ruled, key=lambda vr: vr[0].fact.order, default=None)
+    fail_closed = [v.problem for v in live_views if v.problem is not None]
     problems = tuple(
         sorted(
             [
-                *(v.problem for v in views if v.problem is not None),
+                *fail_closed,
+                *(rule.problem for _, rule in ruled if rule.problem is not None),
                 *(f"{QUARANTINED}:{seq}" for seq in facts.quarantined),
             ]
         )
@@ -206,7 +285,10 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
 
     grace_us = int(policy.attention_grace_hours * US_PER_HOUR)
     if winner is None:
-        status = latest.status if latest is not None else "none"
+        if latest is None:
+            status = "none"
+        else:
+            status = "inactive" if latest[1].ended else latest[0].fact.status
         tier, source, seats, paid_blocked = default, "default", None, False
         attention = status if status in ("past_due", "unpaid", "incomplete") else None
     else:
@@ -219,13 +301,14 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
     boundaries = [iso_to_us(o.expires_at) for o in live_overrides if o.expires_at is not None]
     if winner is not None and winner.attention and not paid_blocked and winner.attention_since_us:
         boundaries.append(winner.attention_since_us + grace_us)
+    boundaries += [rule.fires_at_us for _, rule in ruled if rule.fires_at_us is not None]
     return Entitlement(
         workspace_id=facts.workspace_id,
         tier=tier,
         source=source,
         status=status,
         attention=attention,
-        next_action=_next_action(winner, status, problems, default, bool(facts.quarantined)),
+        next_action=_next_action(winner, status, fail_closed, default, bool(facts.quarantined)),
         included=included,
         unavailable=unavailable,
         seats=seats,

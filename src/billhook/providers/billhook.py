@@ -23,7 +23,13 @@ from billhook.providers.fields import (
     required_id,
 )
 from billhook.providers.polar.decode import polar_snapshot, polar_subscription_subject
-from billhook.providers.stripe.decode import stripe_snapshot, stripe_subscription_subject
+from billhook.providers.stripe.accounts import is_account_id, scoped
+from billhook.providers.stripe.decode import (
+    event_account,
+    readable_account,
+    stripe_snapshot,
+    stripe_subscription_subject,
+)
 
 # billhook's own operator events.
 OVERRIDE_SET = "billhook.override_set"
@@ -37,6 +43,15 @@ RECONCILED_RANK = 1
 # Logged, never projected (they state no fact about a subscription).
 CHECKOUT_STARTED = "billhook.checkout_started"
 PORTAL_OPENED = "billhook.portal_opened"
+# Stripe thin events followed by billhook.sync.thin: an object that led to no subscription
+# (logged, never projected), and one that could not be fetched for want of an API key.
+THIN_RESOLVED = "billhook.thin_resolved"
+THIN_UNFETCHED = "billhook.thin_unfetched"
+# Why a `billhook.thin_unfetched` record is quarantined: the problem its workspace shows.
+THIN_UNFETCHED_REASON = (
+    "a Stripe thin event could not be fetched: no Stripe API key is configured"
+    " (set [stripe] api_key or STRIPE_API_KEY)"
+)
 
 
 def reconciled_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
@@ -47,7 +62,9 @@ def reconciled_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -
     if provider == "stripe":
         livemode = payload.get("livemode")
         mode = int(livemode) if isinstance(livemode, bool) else None
-        return stripe_snapshot(sub, fetched_us, RECONCILED_RANK, event, mode, key)
+        # A connected account's subscription names its account as a webhook event does.
+        account = event_account(payload)
+        return stripe_snapshot(sub, fetched_us, RECONCILED_RANK, event, mode, key, account=account)
     if provider == "polar":
         return polar_snapshot(sub, fetched_us, event, key)
     raise DecodeError("reconciled provider is unknown")
@@ -88,15 +105,40 @@ def enforcement_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) 
     return [EnforcementFact(mode, approved_by, reason, event.seq)]
 
 
+def thin_unfetched_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    """Never applied: a thin event billhook could not fetch is a problem until a key is set."""
+    raise DecodeError(THIN_UNFETCHED_REASON)
+
+
+def _thin_subject(payload: Mapping[str, Any]) -> EventSubject:
+    """The subscription or customer a `billhook.thin_unfetched` record names, if readable."""
+    related = payload.get("object")
+    if not isinstance(related, dict):
+        return EventSubject()
+    object_id = readable_id(related.get("id"))
+    account = readable_id(payload.get("account"))
+    if object_id is None:
+        return EventSubject()
+    scoped_id = scoped(account if account and is_account_id(account) else None, object_id)
+    if related.get("type") == "subscription":
+        return EventSubject(provider="stripe", subscription=scoped_id)
+    if related.get("type") == "customer":
+        return EventSubject(provider="stripe", customer=scoped_id)
+    return EventSubject()
+
+
 def billhook_subject(event: StoredEvent, payload: Mapping[str, Any], key: str) -> EventSubject:
     """Whom one of billhook's own events is about, each field read only if well-formed."""
+    if event.type == THIN_UNFETCHED:
+        return _thin_subject(payload)
     if event.type == RECONCILED:
         sub = payload.get("subscription")
         if not isinstance(sub, dict):
             return EventSubject()
         provider = payload.get("provider")
         if provider == "stripe":
-            return stripe_subscription_subject(sub, key)
+            readable, account = readable_account(payload.get("account"))
+            return stripe_subscription_subject(sub, key, account, ids=readable)
         if provider == "polar":
             return polar_subscription_subject(sub, key)
         return EventSubject()

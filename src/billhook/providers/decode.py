@@ -24,15 +24,19 @@ from billhook.providers.billhook import (
     OVERRIDE_REVOKED,
     OVERRIDE_SET,
     RECONCILED,
+    THIN_UNFETCHED,
     billhook_subject,
     enforcement_facts,
     override_facts,
     reconciled_facts,
+    thin_unfetched_facts,
 )
 from billhook.providers.polar.decode import (
     POLAR_CUSTOMER_EVENTS,
+    POLAR_CUSTOMER_STATE,
     POLAR_SUBSCRIPTION_EVENTS,
     polar_customer,
+    polar_customer_state,
     polar_subject,
     polar_subscription,
 )
@@ -51,7 +55,9 @@ from billhook.providers.stripe.decode import (
 PROJECTED_TYPES: Mapping[str, frozenset[str]] = {
     "stripe": frozenset(STRIPE_PROJECTED_TYPES),
     "polar": POLAR_SUBSCRIPTION_EVENTS | POLAR_CUSTOMER_EVENTS,
-    "billhook": frozenset({OVERRIDE_SET, OVERRIDE_REVOKED, ENFORCEMENT_SET, RECONCILED}),
+    "billhook": frozenset(
+        {OVERRIDE_SET, OVERRIDE_REVOKED, ENFORCEMENT_SET, RECONCILED, THIN_UNFETCHED}
+    ),
 }
 
 
@@ -69,9 +75,10 @@ def decode(event: StoredEvent, workspace_key: str) -> list[Fact]:
     try:
         return handler(event, payload, workspace_key)
     except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as e:
-        # The handlers check every field they read; should one slip through, the reason
-        # still names no value (an exception's text may quote one).
-        raise DecodeError(f"payload could not be read ({e.__class__.__name__})") from e
+        # The handlers check every field they read; should one slip through, the reason is
+        # still a sentence naming no value (an exception's text may quote one).
+        noun = _NOUNS.get(_family(event), "event")
+        raise DecodeError(f"{noun} event has a field of a shape billhook does not read") from e
 
 
 def subject(event: StoredEvent, workspace_key: str) -> EventSubject:
@@ -103,6 +110,8 @@ def _family(event: StoredEvent) -> str:
     elif event.provider == "polar":
         if event.type in POLAR_SUBSCRIPTION_EVENTS:
             return "subscription"
+        if event.type == POLAR_CUSTOMER_STATE:
+            return "customer_state"
         if event.type in POLAR_CUSTOMER_EVENTS:
             return "customer"
     elif event.provider == "billhook" and event.type in (OVERRIDE_SET, OVERRIDE_REVOKED):
@@ -111,10 +120,24 @@ def _family(event: StoredEvent) -> str:
         return "enforcement"
     elif event.provider == "billhook" and event.type == RECONCILED:
         return "reconciled"
+    elif event.provider == "billhook" and event.type == THIN_UNFETCHED:
+        return "thin_unfetched"
     return ""
 
 
 Handler = Callable[[StoredEvent, Mapping[str, Any], str], list[Fact]]
+
+# What a reason calls an event of each family.
+_NOUNS = {
+    "subscription": "subscription",
+    "customer": "customer",
+    "customer_state": "customer state",
+    "checkout": "checkout session",
+    "override": "override",
+    "enforcement": "enforcement",
+    "reconciled": "reconciled",
+    "thin_unfetched": "thin event",
+}
 
 _HANDLERS: Mapping[tuple[str, str], Handler] = {
     ("stripe", "subscription"): stripe_subscription,
@@ -122,9 +145,11 @@ _HANDLERS: Mapping[tuple[str, str], Handler] = {
     ("stripe", "checkout"): stripe_checkout,
     ("polar", "subscription"): polar_subscription,
     ("polar", "customer"): polar_customer,
+    ("polar", "customer_state"): polar_customer_state,
     ("billhook", "override"): override_facts,
     ("billhook", "reconciled"): reconciled_facts,
     ("billhook", "enforcement"): enforcement_facts,
+    ("billhook", "thin_unfetched"): thin_unfetched_facts,
 }
 
 # Per provider: whom an event is about (`subject`), read from a payload that is not trusted.

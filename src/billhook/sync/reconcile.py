@@ -4,6 +4,11 @@ A reconciliation appends one `billhook.reconciled` event per subscription
 whose API snapshot differs from the projection, and nothing when nothing
 differs, so running it twice appends nothing the second time. Every change
 still goes through the log (docs/architecture.md); a replay reproduces it.
+
+A Stripe Connect subscription comes from the source with scoped ids
+(`acct_1:sub_2`, as billhook keys it) and goes into the log as a Connect
+webhook carries it: bare ids, and its `account` beside the snapshot, which the
+decoder scopes again into the same rows.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from billhook.providers.billhook import RECONCILED
 from billhook.providers.clients import ApiNotConfigured, SubscriptionSource
 from billhook.providers.decode import decode
 from billhook.providers.polar.client import PolarSource
+from billhook.providers.stripe.accounts import split
 
 
 class NotLinked(BillhookError):
@@ -40,16 +46,32 @@ class Drift:
 
 
 def reconciled_record(
-    provider: str, subscription: Mapping[str, Any], fetched_at: datetime
+    provider: str,
+    subscription: Mapping[str, Any],
+    fetched_at: datetime,
+    *,
+    answers: Iterable[str] = (),
 ) -> EventRecord:
-    """The log event stating that `provider`'s API showed `subscription` at `fetched_at`."""
+    """The log event stating that `provider`'s API showed `subscription` at `fetched_at`.
+
+    `answers`: the ids of the Stripe thin events this fetch answers
+    (:mod:`billhook.sync.thin`), kept so that a restart knows they are done.
+    """
     livemode = subscription.get("livemode") if provider == "stripe" else None
-    body = {
+    body: dict[str, Any] = {
         "provider": provider,
         "fetched_at": iso_utc(fetched_at),
         "livemode": livemode,
         "subscription": subscription,
     }
+    if provider == "stripe":
+        account, subscription = _as_connect_sends(subscription)
+        body["subscription"] = subscription
+        if account is not None:
+            body["account"] = account
+    answered = sorted(set(answers))
+    if answered:
+        body["answers"] = answered
     return EventRecord(
         provider="billhook",
         event_id=str(uuid.uuid4()),
@@ -58,6 +80,19 @@ def reconciled_record(
         occurred_at=iso_utc(fetched_at),
         payload=json.dumps(body, sort_keys=True, default=str),
     )
+
+
+def _as_connect_sends(subscription: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
+    """(account, subscription with bare ids) of a Connect subscription; (None, as is) else."""
+    sub_id = subscription.get("id")
+    account, bare = split(sub_id) if isinstance(sub_id, str) else (None, "")
+    if account is None:
+        return None, subscription
+    unscoped = {**subscription, "id": bare}
+    customer = subscription.get("customer")
+    if isinstance(customer, str):
+        unscoped["customer"] = split(customer)[1]
+    return account, unscoped
 
 
 def _comparable(fact: SubscriptionFact) -> tuple[object, ...]:

@@ -49,8 +49,10 @@ def stripe_event_body(
     obj: Mapping[str, Any] | None = None,
     created: int | None = None,
     livemode: bool = False,
+    account: str | None = None,
 ) -> bytes:
-    """A Stripe event shaped like the fixture's, around a subscription by default."""
+    """A Stripe event shaped like the fixture's, around a subscription by default; with
+    `account`, as a Connect endpoint receives it for that connected account."""
     event = stripe_object("event")
     event.update(
         id=event_id or f"evt_{uuid.uuid4().hex[:24]}",
@@ -59,6 +61,8 @@ def stripe_event_body(
         livemode=livemode,
         data={"object": dict(obj) if obj is not None else stripe_object("subscription")},
     )
+    if account is not None:
+        event["account"] = account
     return json.dumps(event).encode()
 
 
@@ -152,3 +156,62 @@ def stripe_checkout_session(
         metadata=metadata or {},
     )
     return session
+
+
+def stripe_thin_event_body(
+    object_type: str = "subscription",
+    object_id: str = "sub_1",
+    *,
+    event_type: str | None = None,
+    event_id: str | None = None,
+    context: str | None = None,
+    created: str = "2026-11-21T11:00:00.000Z",
+    livemode: bool = False,
+) -> bytes:
+    """A Stripe thin event (`v2.core.event`), as an event destination delivers it.
+
+    It names the object (`related_object`: id, type, url) and carries none of
+    its fields; `created` is ISO 8601, `context` the connected account it is
+    about (Connect), and `type` by default `v1.<object type>.updated`.
+    """
+    paths = {
+        "subscription": "subscriptions",
+        "customer": "customers",
+        "invoice": "invoices",
+        "checkout.session": "checkout/sessions",
+    }
+    event: dict[str, Any] = {
+        "id": event_id or f"evt_test_{uuid.uuid4().hex[:24]}",
+        "object": "v2.core.event",
+        "type": event_type or f"v1.{object_type}.updated",
+        "livemode": livemode,
+        "created": created,
+        "related_object": {
+            "id": object_id,
+            "type": object_type,
+            "url": f"/v1/{paths.get(object_type, object_type)}/{object_id}",
+        },
+        "reason": {"type": "request", "request": {"id": "req_thin", "idempotency_key": None}},
+    }
+    if context is not None:
+        event["context"] = context
+    return json.dumps(event).encode()
+
+
+def stripe_invoice(
+    *, id: str = "in_1", customer: str = "cus_1", subscription: str = "sub_1", basil: bool = True
+) -> dict[str, Any]:
+    """An invoice billing `subscription`: named by its `parent` (from 2025-03-31.basil), or
+    by its own `subscription` field (`basil=False`, older API versions)."""
+    invoice = stripe_object("invoice")
+    invoice.update(id=id, customer=customer, livemode=False)
+    if basil:
+        invoice.pop("subscription", None)
+        invoice["parent"] = {
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {"metadata": {}, "subscription": subscription},
+        }
+    else:
+        invoice.update(subscription=subscription, parent=None)
+    return invoice

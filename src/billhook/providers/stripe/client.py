@@ -2,6 +2,10 @@
 prices, and checkout and billing-portal sessions.
 
 Failures are retried and translated by :func:`billhook.providers.clients.with_retries`.
+Ids of Stripe Connect objects are scoped by their account (`acct_1:sub_2`,
+:mod:`billhook.providers.stripe.accounts`): a call about one asks that account
+(`stripe_account=`) for the bare id, and what comes back is scoped again, so a
+snapshot keys the same projection rows as the account's webhooks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, TypeVar
 import stripe
 
 from billhook.providers.clients import PAGE_SIZE, ProviderError, with_retries
+from billhook.providers.stripe.accounts import scoped, split
 
 T = TypeVar("T")
 
@@ -47,20 +52,75 @@ class StripeSource:
         )
 
     def subscriptions(self, customer: str) -> list[dict[str, Any]]:
+        account, bare = split(customer)
+
         def fetch() -> list[dict[str, Any]]:
-            params: Any = {"customer": customer, "status": "all", "limit": PAGE_SIZE}
-            page = self._client.v1.subscriptions.list(params=params)
-            return [sub.to_dict() for sub in page.auto_paging_iter()]
+            params: Any = {"customer": bare, "status": "all", "limit": PAGE_SIZE}
+            page = self._client.v1.subscriptions.list(params=params, options=_on(account))
+            return [_scoped_subscription(account, sub.to_dict()) for sub in page.auto_paging_iter()]
 
         return self._call(fetch)
 
-    def events(self, since: int, types: list[str]) -> Iterator[dict[str, Any]]:
-        """Events created at or after `since` (Unix seconds) of `types`, newest first."""
+    def subscription(self, subscription: str) -> dict[str, Any] | None:
+        """The subscription (scoped like `subscription`), or None when Stripe has none."""
+        account, bare = split(subscription)
+
+        def fetch() -> dict[str, Any] | None:
+            found = _missing_is_none(
+                lambda: self._client.v1.subscriptions.retrieve(bare, options=_on(account))
+            )
+            return None if found is None else _scoped_subscription(account, found.to_dict())
+
+        return self._call(fetch)
+
+    def invoice_subscription(self, invoice: str) -> str | None:
+        """The id of the subscription `invoice` bills (scoped like it), or None."""
+        account, bare = split(invoice)
+
+        def fetch() -> str | None:
+            found = _missing_is_none(
+                lambda: self._client.v1.invoices.retrieve(bare, options=_on(account))
+            )
+            if found is None:
+                return None
+            data = found.to_dict()
+            # Before 2025-03-31.basil the invoice names it; from then on, its parent does.
+            parent = data.get("parent") or {}
+            details = parent.get("subscription_details") or {}
+            sub_id = _id_of(data.get("subscription")) or _id_of(details.get("subscription"))
+            return None if sub_id is None else scoped(account, sub_id)
+
+        return self._call(fetch)
+
+    def session_subscription(self, session: str) -> str | None:
+        """The id of the subscription a Checkout Session started (scoped like it), or None."""
+        account, bare = split(session)
+
+        def fetch() -> str | None:
+            found = _missing_is_none(
+                lambda: self._client.v1.checkout.sessions.retrieve(bare, options=_on(account))
+            )
+            sub_id = None if found is None else _id_of(found.to_dict().get("subscription"))
+            return None if sub_id is None else scoped(account, sub_id)
+
+        return self._call(fetch)
+
+    def events(
+        self, since: int, types: list[str], account: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Events created at or after `since` (Unix seconds) of `types`, newest first.
+
+        With `account`, the connected account's events, each with `account` set
+        as Stripe's Connect webhooks carry it (so it decodes into scoped ids).
+        """
         params: Any = {"created": {"gte": since}, "types": types, "limit": PAGE_SIZE}
         while True:
-            page = self._call(functools.partial(self._client.v1.events.list, params=params))
+            page = self._call(
+                functools.partial(self._client.v1.events.list, params=params, options=_on(account))
+            )
             for event in page.data:
-                yield event.to_dict()
+                found = event.to_dict()
+                yield found if account is None else {**found, "account": account}
             if not page.has_more or not page.data:
                 return
             params = {**params, "starting_after": page.data[-1].id}
@@ -108,3 +168,37 @@ class StripeSource:
                 raise
 
         return self._call(fetch)
+
+
+def _on(account: str | None) -> Any:
+    """Request options asking `account` (Stripe Connect), or the platform itself."""
+    return {"stripe_account": account} if account is not None else {}
+
+
+def _missing_is_none(call: Callable[[], T]) -> T | None:
+    """`call()`, or None when Stripe answers 404 for the object it names."""
+    try:
+        return call()
+    except stripe.InvalidRequestError as e:
+        if e.http_status == 404:
+            return None
+        raise
+
+
+def _id_of(reference: object) -> str | None:
+    """A Stripe reference's id: the string itself, or an expanded object's `id`."""
+    if isinstance(reference, dict):
+        reference = reference.get("id")
+    return reference if isinstance(reference, str) and reference else None
+
+
+def _scoped_subscription(account: str | None, sub: dict[str, Any]) -> dict[str, Any]:
+    """`sub` with its own and its customer's ids scoped by `account` (as it was, without)."""
+    if account is None:
+        return sub
+    customer = _id_of(sub.get("customer"))
+    return {
+        **sub,
+        "id": scoped(account, str(sub["id"])),
+        "customer": scoped(account, customer) if customer is not None else sub.get("customer"),
+    }

@@ -43,6 +43,7 @@ position, `expand[]` on string ids this state knows):
 - `GET /v1/prices/{id}`, `GET /v1/prices` (`active`, `type`, `product`,
   `currency`, `recurring[interval]`, `lookup_keys[]`);
   `GET /v1/products/{id}`, `GET /v1/products` (`active`, `ids[]`);
+- `GET /v1/invoices/{id}` (`state.invoices`, filed by `add` like the rest);
 - `GET /v1/events/{id}`, `GET /v1/events` (`type`, with `*` wildcards, or
   `types[]` (≤ 20, not both), `created` as an int or `created[gt|gte|lt|lte]`);
 - `POST /v1/checkout/sessions` (form: `mode`, `line_items[i][price|quantity]`,
@@ -68,6 +69,12 @@ object exists in live mode"). A missing object is a 404 `resource_missing`
 when the path names it, a 400 when a parameter does (`customer=`, a line
 item's price). Unknown query parameters on GETs are a 400 "Received unknown
 parameter" as on Stripe, unknown paths a 404.
+
+Stripe Connect: `state.account("acct_…")` is a connected account, a
+`StripeState` of its own; a request with `Stripe-Account: acct_…` sees its
+objects and no others (the platform's stay apart), an account never created
+answers 403 `account_invalid`. Requests and injected failures are the
+platform state's.
 
 Knobs: `fail_next` (statuses or `billhook.testing.fakes.Failure`s: Stripe-shaped error
 bodies, e.g. 429 `rate_limit`, 500 `api_error`, 401; add headers such as
@@ -120,6 +127,7 @@ _COLLECTIONS = {
     "price": "prices",
     "product": "products",
     "event": "events",
+    "invoice": "invoices",
     "checkout.session": "checkout_sessions",
     "billing_portal.session": "portal_sessions",
 }
@@ -135,6 +143,9 @@ _SUB_STATUSES = (
     "trialing",
     "unpaid",
 )
+
+# A monthly period, as the fake bills: thirty days.
+MONTH_S = 30 * 86_400
 
 
 def stripe_price(
@@ -243,10 +254,12 @@ class StripeState(FakeLog):
     prices: dict[str, Obj] = field(default_factory=dict)
     products: dict[str, Obj] = field(default_factory=dict)
     events: dict[str, Obj] = field(default_factory=dict)
+    invoices: dict[str, Obj] = field(default_factory=dict)
     checkout_sessions: dict[str, Obj] = field(default_factory=dict)
     portal_sessions: dict[str, Obj] = field(default_factory=dict)
     event_retention_days: int | None = None
     clock: Callable[[], float] = time.time
+    accounts: dict[str, StripeState] = field(default_factory=dict)
     _idempotent: dict[tuple[str, str], _Stored] = field(default_factory=dict, repr=False)
 
     def add(self, *objects: Mapping[str, Any]) -> StripeState:
@@ -255,6 +268,13 @@ class StripeState(FakeLog):
             collection: dict[str, Obj] = getattr(self, _COLLECTIONS[obj["object"]])
             collection[obj["id"]] = copy.deepcopy(dict(obj))
         return self
+
+    def account(self, account_id: str) -> StripeState:
+        """The connected account `account_id` (created empty the first time): the objects
+        requests with `Stripe-Account: <account_id>` see, and only they."""
+        if account_id not in self.accounts:
+            self.accounts[account_id] = StripeState(api_keys=self.api_keys, clock=self.clock)
+        return self.accounts[account_id]
 
     def complete_checkout(self, session_id: str) -> tuple[Obj, Obj]:
         """Pay an open subscription-mode Checkout Session, as a buyer on Stripe's page would.
@@ -273,11 +293,13 @@ class StripeState(FakeLog):
             self.add({**stripe_customer(id=customer_id), "livemode": live})
         sent = session.get("subscription_data_sent") or {}
         items = [(str(i["price"]), int(i.get("quantity", 1))) for i in session["line_items_sent"]]
+        # Its first period starts now, as Stripe's does at payment.
         subscription = stripe_subscription(
             id="sub_" + uuid.uuid4().hex[:14],
             customer=customer_id,
             items=items,
             metadata=dict(sent.get("metadata") or {}),
+            period_end=int(self.clock()) + MONTH_S,
         )
         subscription.update(livemode=live, created=int(self.clock()))
         self.add(subscription)
@@ -605,11 +627,14 @@ def _expand_path(
         node[head] = copy.deepcopy(target)
 
 
-def stripe_fake(state: StripeState) -> Starlette:
-    """The Stripe fake serving `state`; see the module docstring for what it serves."""
+_Handler = Callable[[_Call], Awaitable[Response]]
+
+
+def _handlers(state: StripeState) -> dict[str, _Handler]:
+    """The fake's endpoints over one account's objects: the platform's, or a connected one's."""
 
     def lookup(obj_id: str) -> Obj | None:
-        for name in ("customers", "subscriptions", "prices", "products", "events"):
+        for name in ("customers", "subscriptions", "prices", "products", "events", "invoices"):
             collection: dict[str, Obj] = getattr(state, name)
             if obj_id in collection:
                 return collection[obj_id]
@@ -978,11 +1003,50 @@ def stripe_fake(state: StripeState) -> Starlette:
         state.portal_sessions[session_id] = session
         return _json(session)
 
+    # -- invoices ----------------------------------------------------------------
+    async def get_invoice(call: _Call) -> Response:
+        _check_params(call, ())
+        obj = _get(state.invoices, "invoice", call.request.path_params["id"], call, "invoice")
+        return _json(_expanded(obj, _as_list(call.params.get("expand")), lookup))
+
+    served = (
+        search_customers, get_customer, list_customers, get_subscription, list_subscriptions,
+        get_invoice, get_price, list_prices, get_product, list_products, get_event, list_events,
+        get_checkout_session, create_checkout_session, create_portal_session,
+    )  # fmt: skip
+    return {handler.__name__: handler for handler in served}
+
+
+def stripe_fake(state: StripeState) -> Starlette:
+    """The Stripe fake serving `state`; see the module docstring for what it serves.
+
+    A request with a `Stripe-Account` header is served from that connected
+    account's objects (`state.account(id)`), as Stripe Connect does; the
+    request log and the failure queue stay the platform's.
+    """
+    served: dict[str | None, dict[str, _Handler]] = {None: _handlers(state)}
+
+    def handlers_of(account: str | None) -> dict[str, _Handler]:
+        if account not in served:
+            if account not in state.accounts:
+                raise _StripeError(
+                    403,
+                    f"The provided key '{_masked(DEFAULT_API_KEY)}' does not have access to "
+                    f"account '{account}' (or that account does not exist). Application "
+                    "access may have been revoked.",
+                    type="invalid_request_error",
+                    code="account_invalid",
+                )
+            served[account] = _handlers(state.accounts[account])
+        return served[account]
+
     # -- plumbing --------------------------------------------------------------
-    def endpoint(handler: Callable[[_Call], Awaitable[Response]]) -> Callable[..., Any]:
+    def endpoint(name: str) -> Callable[..., Any]:
         async def handle(request: Request) -> Response:
             try:
                 key = _api_key(request, state)
+                account = request.headers.get("stripe-account")
+                handler = unknown if name == "unknown" else handlers_of(account)[name]
                 if request.method == "POST":
                     pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True)
                     form = dict(pairs)
@@ -992,7 +1056,8 @@ def stripe_fake(state: StripeState) -> Starlette:
                     params = decode_nested(request.query_params.multi_items())
                 call = _Call(request, params, form, key, _is_live(key))
                 if request.method == "POST":
-                    return await _idempotent(state, call, handler)
+                    owner = state if account is None else state.accounts[account]
+                    return await _idempotent(owner, call, handler)
                 return await handler(call)
             except _StripeError as e:
                 return e.response()
@@ -1013,23 +1078,24 @@ def stripe_fake(state: StripeState) -> Starlette:
         )
 
     routes = [
-        Route("/v1/customers/search", endpoint(search_customers), methods=["GET"]),
-        Route("/v1/customers/{id}", endpoint(get_customer), methods=["GET"]),
-        Route("/v1/customers", endpoint(list_customers), methods=["GET"]),
-        Route("/v1/subscriptions/{id}", endpoint(get_subscription), methods=["GET"]),
-        Route("/v1/subscriptions", endpoint(list_subscriptions), methods=["GET"]),
-        Route("/v1/prices/{id}", endpoint(get_price), methods=["GET"]),
-        Route("/v1/prices", endpoint(list_prices), methods=["GET"]),
-        Route("/v1/products/{id}", endpoint(get_product), methods=["GET"]),
-        Route("/v1/products", endpoint(list_products), methods=["GET"]),
-        Route("/v1/events/{id}", endpoint(get_event), methods=["GET"]),
-        Route("/v1/events", endpoint(list_events), methods=["GET"]),
-        Route("/v1/checkout/sessions/{id}", endpoint(get_checkout_session), methods=["GET"]),
-        Route("/v1/checkout/sessions", endpoint(create_checkout_session), methods=["POST"]),
-        Route("/v1/billing_portal/sessions", endpoint(create_portal_session), methods=["POST"]),
+        Route("/v1/customers/search", endpoint("search_customers"), methods=["GET"]),
+        Route("/v1/customers/{id}", endpoint("get_customer"), methods=["GET"]),
+        Route("/v1/customers", endpoint("list_customers"), methods=["GET"]),
+        Route("/v1/subscriptions/{id}", endpoint("get_subscription"), methods=["GET"]),
+        Route("/v1/subscriptions", endpoint("list_subscriptions"), methods=["GET"]),
+        Route("/v1/invoices/{id}", endpoint("get_invoice"), methods=["GET"]),
+        Route("/v1/prices/{id}", endpoint("get_price"), methods=["GET"]),
+        Route("/v1/prices", endpoint("list_prices"), methods=["GET"]),
+        Route("/v1/products/{id}", endpoint("get_product"), methods=["GET"]),
+        Route("/v1/products", endpoint("list_products"), methods=["GET"]),
+        Route("/v1/events/{id}", endpoint("get_event"), methods=["GET"]),
+        Route("/v1/events", endpoint("list_events"), methods=["GET"]),
+        Route("/v1/checkout/sessions/{id}", endpoint("get_checkout_session"), methods=["GET"]),
+        Route("/v1/checkout/sessions", endpoint("create_checkout_session"), methods=["POST"]),
+        Route("/v1/billing_portal/sessions", endpoint("create_portal_session"), methods=["POST"]),
         Route(
             "/{path:path}",
-            endpoint(unknown),
+            endpoint("unknown"),
             methods=["GET", "POST", "DELETE", "PUT", "PATCH"],
         ),
     ]
