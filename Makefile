@@ -11,8 +11,9 @@ PACKAGES := src/billhook
 HOST ?= 127.0.0.1
 PORT ?= 8000
 CONFIG ?= examples/dev.toml
+TS_CLIENT := clients/typescript
 
-.PHONY: run test lint types pytest bench clean
+.PHONY: run test lint types pytest tstest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,27 +23,44 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e './clients/python[starlette]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
 	$(BIN)/billhook serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: lint types pytest
+test: lint types pytest tstest
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 types: $(VENV)/.installed-test
-	$(BIN)/mypy $(PACKAGES) bench
+	$(BIN)/mypy $(PACKAGES) bench clients/python/src
 
-pytest: $(VENV)/.installed-test
+# The console's browser tests drive Debian's Chromium (Playwright cannot download browsers).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+pytest: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/pytest
+
+# The TypeScript client's tools, from its lockfile only (again when it or package.json changes);
+# its tests start billhook from .venv.
+$(TS_CLIENT)/node_modules/.installed: $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
+	npm ci --prefix $(TS_CLIENT)
+	touch $@
+
+tstest: $(TS_CLIENT)/node_modules/.installed $(VENV)/.installed-test
+	npm test --prefix $(TS_CLIENT)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build dist
+	rm -rf $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import (
+    client_check,
+    feed_lag,
     ingest,
     ingest_latency,
     pg_ingest_two,
@@ -44,6 +46,8 @@ MODULES: tuple[ModuleType, ...] = (
     pg_ingest_two,
     pg_visibility,
     pg_replay,
+    client_check,
+    feed_lag,
 )
 BENCHMARKS = {name: module for module in MODULES for name in module.NAMES}
 DOC = REPO / "docs" / "performance.md"

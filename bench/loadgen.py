@@ -15,7 +15,15 @@ any ack is pending: an answer's `as_of_seq` is the projection checkpoint it
 was read at, so every ack with `seq <= as_of_seq` is visible by then, its
 latency the poll answer's arrival minus the ack's (resolution: one poll cycle,
 reported). One event in SAMPLE_EVERY is read back from its own workspace,
-whose change must show. Everything measured is printed as one JSON object.
+whose change must show.
+
+With `follow` (bench/feed_lag.py), a follower reads `/v1/changes/stream`
+from the head (its cursor from `GET /v1/changes?after=now`, taken before the
+first send) on its own connection and notes when each change arrives; a change
+of an event carries the event's `seq`, which its ack gave, so each acked event
+gets `seen_ms` (ack → seen) and `sent_seen_ms` (send → seen), and its change
+is compared with what the event says. Everything measured is printed as one
+JSON object.
 """
 
 # aiohttp is installed by the harness when missing (bench/harness.py `ensure_module`).
@@ -72,6 +80,16 @@ class Outcome:
     sample_failures: list[str] = field(default_factory=list)
     load_cpu_s: float = 0.0
     load_wall_s: float = 0.0
+    # With `follow`: the change feed's stream, as the follower saw it.
+    seen_ms: list[float] = field(default_factory=list)
+    sent_seen_ms: list[float] = field(default_factory=list)
+    changes_seen: int = 0
+    foreign_changes: int = 0
+    duplicate_changes: int = 0
+    unseen: int = 0
+    seen_before_ack: int = 0
+    stream_errors: list[str] = field(default_factory=list)
+    change_failures: list[str] = field(default_factory=list)
 
     def failed(self, what: str) -> None:
         if len(self.error_samples) < KEEP_ERRORS:
@@ -152,12 +170,90 @@ class Watcher:
         await asyncio.gather(*self.samples)
 
 
+class Follower:
+    """Follows `/v1/changes/stream` from the head: when each change (by `seq`) arrived."""
+
+    def __init__(self, plan: dict[str, Any], session: aiohttp.ClientSession, out: Outcome) -> None:
+        self.plan, self.session, self.out = plan, session, out
+        self.seen: dict[int, tuple[float, dict[str, Any]]] = {}  # seq -> (arrival, change)
+        self.acks: dict[int, tuple[float, float, int]] = {}  # seq -> (send, ack, event index)
+        self.connected = asyncio.Event()
+
+    def acked(self, seq: int, sent: float, acked: float, i: int) -> None:
+        self.acks[seq] = (sent, acked, i)
+
+    async def head(self) -> str:
+        async with self.session.get("/v1/changes", params={"after": "now"}) as r:
+            r.raise_for_status()
+            cursor: str = (await r.json())["next"]
+            return cursor
+
+    async def run(self) -> None:
+        """Read the stream until cancelled; a failure is recorded (and ends the follower)."""
+        try:
+            headers = {"Last-Event-ID": await self.head(), "Accept": "text/event-stream"}
+            async with self.session.get("/v1/changes/stream", headers=headers) as r:
+                r.raise_for_status()
+                self.connected.set()
+                kind, data = "message", []
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line:
+                        field_name, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if field_name == "event":
+                            kind = value
+                        elif field_name == "data":
+                            data.append(value)
+                        continue
+                    if kind == "change" and data:
+                        self.arrived(time.perf_counter(), json.loads("\n".join(data)))
+                    kind, data = "message", []
+        except (aiohttp.ClientError, ValueError, KeyError, TypeError) as e:
+            self.out.stream_errors.append(repr(e)[:200])
+        finally:
+            self.connected.set()
+
+    def arrived(self, at: float, change: dict[str, Any]) -> None:
+        self.out.changes_seen += 1
+        seq = int(change["seq"])
+        if seq in self.seen:
+            self.out.duplicate_changes += 1
+        else:
+            self.seen[seq] = (at, change)
+
+    def all_seen(self) -> bool:
+        return self.seen.keys() >= self.acks.keys()
+
+    def settle(self) -> None:
+        """Each acked event's latencies, and whether its change says what the event said."""
+        for seq, (sent, acked, i) in sorted(self.acks.items()):
+            found = self.seen.get(seq)
+            if found is None:
+                self.out.unseen += 1
+                continue
+            at, change = found
+            self.out.seen_ms.append((at - acked) * 1000)
+            self.out.sent_seen_ms.append((at - sent) * 1000)
+            self.out.seen_before_ack += at < acked
+            sub = load_sub(i, self.plan["workspaces"])
+            differs = (
+                f"workspace_id is {change.get('workspace_id')!r}"
+                if change.get("workspace_id") != sub.workspace
+                else mismatch(change, sub.expected())
+            )
+            if differs and len(self.out.change_failures) < KEEP_ERRORS:
+                self.out.change_failures.append(f"event {i} (seq {seq}): {differs}")
+        self.out.foreign_changes = len(self.seen.keys() - self.acks.keys())
+
+
 async def deliver(
     session: aiohttp.ClientSession,
     request: tuple[bytes, dict[str, str]],
     i: int,
     watcher: Watcher | None,
     out: Outcome,
+    follower: Follower | None = None,
 ) -> None:
     body, headers = request
     started = time.perf_counter()
@@ -180,6 +276,8 @@ async def deliver(
     out.top_seq = max(out.top_seq, seq)
     if watcher is not None:
         watcher.acked(seq, acked, i)
+    if follower is not None:
+        follower.acked(seq, started, acked, i)
 
 
 def build(plan: dict[str, Any]) -> list[tuple[bytes, dict[str, str]]]:
@@ -204,10 +302,27 @@ async def run(plan: dict[str, Any], out: Outcome) -> None:
         aiohttp.ClientSession(
             plan["url"], headers=bearer(plan["token"]), connector=aiohttp.TCPConnector(limit=4)
         ) as reads,
+        contextlib.AsyncExitStack() as stack,
     ):
+        # The stream stays open for the whole run: no timeout of aiohttp's may end it.
+        stream = (
+            await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    plan["url"],
+                    headers=bearer(plan["token"]),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+                )
+            )
+            if plan.get("follow")
+            else None
+        )
         watcher = Watcher(plan, reads, out) if plan["watch"] else None
         stop = asyncio.Event()
         watching = asyncio.create_task(watcher.run(stop)) if watcher else None
+        follower = Follower(plan, stream, out) if stream is not None else None
+        following = asyncio.create_task(follower.run()) if follower else None
+        if follower is not None:
+            await asyncio.wait_for(follower.connected.wait(), DRAIN_TIMEOUT_S)
         sends: set[asyncio.Task[None]] = set()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         start = wall0 + 0.1
@@ -221,7 +336,7 @@ async def run(plan: dict[str, Any], out: Outcome) -> None:
                 out.first_send_s = now - start
             out.last_send_s = now - start
             out.sent += 1
-            task = asyncio.create_task(deliver(deliveries, request, i, watcher, out))
+            task = asyncio.create_task(deliver(deliveries, request, i, watcher, out, follower))
             sends.add(task)
             task.add_done_callback(sends.discard)
         with contextlib.suppress(TimeoutError):
@@ -230,6 +345,16 @@ async def run(plan: dict[str, Any], out: Outcome) -> None:
         if watching is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(watching, DRAIN_TIMEOUT_S)
+        if follower is not None and following is not None:
+            drained = time.perf_counter() + DRAIN_TIMEOUT_S
+            while not follower.all_seen() and not following.done():
+                if time.perf_counter() > drained:
+                    break
+                await asyncio.sleep(0.05)
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+            follower.settle()
         out.load_cpu_s = time.process_time() - cpu0
         out.load_wall_s = time.perf_counter() - wall0
         out.unresolved = len(watcher.pending) if watcher else 0

@@ -158,9 +158,16 @@ def run_loadgen(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(
-    args: argparse.Namespace, *, redis: bool, watch: bool, storage: Storage | None = None
+    args: argparse.Namespace,
+    *,
+    redis: bool,
+    watch: bool,
+    storage: Storage | None = None,
+    follow: bool = False,
 ) -> Run:
-    """Serve billhook (and its worker), create the workspaces, run the load, check the end."""
+    """Serve billhook (and its worker), create the workspaces, run the load, check the end.
+
+    `follow`: the load generator also follows the change feed's stream (bench/feed_lag.py)."""
     token, secret = "bench-read-" + secrets.token_hex(16), "whsec_bench_" + secrets.token_hex(16)
     run_id = secrets.token_hex(5)
     with harness.scratch_dir("latency-") as work, contextlib.ExitStack() as stack:
@@ -189,7 +196,7 @@ def measure(
         plan = {k: getattr(args, k) for k in ("workspaces", "rate", "duration", "connections")}
         plan |= {"url": url, "token": token, "secret": secret, "run_id": run_id}
         plan["poll_interval_s"] = args.poll_interval / 1000
-        plan |= {"created": created, "watch": watch}
+        plan |= {"created": created, "watch": watch, "follow": follow}
         print(
             f"load: {args.rate}/s for {args.duration} s from core {harness.LOADGEN_CORE}",
             flush=True,

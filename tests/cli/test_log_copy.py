@@ -118,7 +118,9 @@ def _one_error_line(stderr: str) -> str:
 def _stripe_record(n: int) -> EventRecord:
     sub = stripe_subscription(id=f"sub_extra_{n}", metadata={"workspace_id": f"ws_extra_{n}"})
     return stripe_record(
-        stripe_event_body("customer.subscription.created", obj=sub, created=1_790_000_000 + n)
+        stripe_event_body(
+            "customer.subscription.created", obj=sub, created=1_790_000_000 + n
+        ).decode()
     )
 
 

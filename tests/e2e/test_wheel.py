@@ -156,6 +156,8 @@ def test_the_wheel_installs_one_top_level_name(installed: Installed) -> None:
         "billhook/testing/fakes/polar_api.py",
         "billhook/testing/fixtures/stripe_objects.json",
         "billhook/cli/examples/billhook.toml",
+        "billhook/api/console/templates/workspace.html",
+        "billhook/api/console/static/console.css",
     ):
         assert shipped in paths
 

@@ -68,8 +68,9 @@ def test_a_from_scratch_fold_matches_the_live_projection(
         assert result.checkpoint == feed.log.head_seq() == 61
         assert result.quarantined == 1
         assert digest(rebuilt) == digest(feed.store)
-        # Every kind of row took part: subscriptions, links, overrides, history, quarantine.
-        assert {row[0] for row in rebuilt.digest_rows()} == {"s", "l", "o", "h", "q", "c"}
+        # Every kind of row took part: subscriptions, links, overrides, history, quarantine,
+        # the change feed.
+        assert {row[0] for row in rebuilt.digest_rows()} == {"s", "l", "o", "h", "q", "f", "c"}
     finally:
         rebuilt.close()
 

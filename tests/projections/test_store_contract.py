@@ -13,14 +13,17 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from billhook.config import Settings
-from billhook.domain.records import EventRecord
+from billhook.domain.records import EventRecord, StoredEvent
 from billhook.domain.resolver import resolve
 from billhook.errors import StoreUnavailable
 from billhook.log.sqlite import EventLog
+from billhook.projections import applier
 from billhook.projections.backend import Location, open_store, remove
 from billhook.projections.postgres import PROJECTIONS_SCHEMA, PgSchema
 from billhook.projections.projector import catch_up
@@ -246,3 +249,85 @@ def test_a_reader_learns_of_commits_made_elsewhere(
 def test_the_live_projection_is_never_dropped(pg_url: str) -> None:
     with pytest.raises(StoreUnavailable):
         remove(PgSchema(pg_url))
+
+
+# -- PostgreSQL applies a batch in a pipeline, without savepoints, until an event fails -------
+
+PG_EVENT_FAULTS = [
+    OverflowError("int too large"),
+    psycopg.errors.NumericValueOutOfRange("bigint out of range"),
+    psycopg.errors.UntranslatableCharacter("unsupported Unicode escape sequence"),
+    ValueError("a reducer's bug"),
+]
+
+
+def _fail_on_the_second_event(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """Raise `error` whenever the event at seq 2 is applied, after its subscription row was
+    written (an unguarded attempt and the guarded one after it both meet it)."""
+    real = applier._record_history
+
+    def record_history(facts: Any, event: StoredEvent, *args: Any) -> None:
+        if event.seq == 2:
+            raise error
+        real(facts, event, *args)
+
+    monkeypatch.setattr(applier, "_record_history", record_history)
+
+
+def _three_subscriptions(log: EventLog) -> None:
+    for n in range(3):
+        sub = stripe_subscription(
+            id=f"sub_ws_{n}", customer=f"cus_{n}", metadata={"workspace_id": f"ws_{n}"}
+        )
+        body = stripe_event_body("customer.subscription.created", obj=sub, created=T0 + n)
+        log.append_batch([stripe_record(body.decode())])
+
+
+@pytest.mark.parametrize("error", PG_EVENT_FAULTS, ids=[type(e).__name__ for e in PG_EVENT_FAULTS])
+def test_postgresql_quarantines_the_event_that_fails_and_applies_the_rest(
+    settings: Settings, pg_url: str, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    log = EventLog(settings.events_path)
+    store = open_store(PgSchema(pg_url), settings)
+    try:
+        _three_subscriptions(log)
+        _fail_on_the_second_event(monkeypatch, error)
+
+        result = catch_up(log, store)
+
+        assert (result.applied, result.quarantined, result.checkpoint) == (2, 1, 3)
+        [quarantined] = store.quarantine()
+        assert (quarantined.seq, quarantined.error) == (
+            2,
+            f"could not be applied ({type(error).__name__})",
+        )
+        # The fast attempt was rolled back whole, the guarded one undid the second event.
+        assert store.subscription("stripe", "sub_ws_1") is None
+        assert store.history("ws_1") == []
+        tiers = [
+            resolve(store.workspace_facts(f"ws_{n}"), settings.policy, NOW).tier for n in range(3)
+        ]
+        assert tiers == ["team", "solo", "team"]
+    finally:
+        store.close()
+        log.close()
+
+
+def test_a_postgresql_storage_fault_keeps_nothing_and_is_not_quarantined(
+    settings: Settings, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog(settings.events_path)
+    store = open_store(PgSchema(pg_url), settings)
+    try:
+        _three_subscriptions(log)
+        _fail_on_the_second_event(monkeypatch, psycopg.errors.DiskFull("could not extend file"))
+
+        with pytest.raises(StoreUnavailable):
+            catch_up(log, store)
+
+        assert (store.checkpoint(), store.quarantine(), store.workspaces()) == (0, [], set())
+        monkeypatch.undo()
+        assert catch_up(log, store).applied == 3
+    finally:
+        store.close()
+        log.close()

@@ -159,7 +159,9 @@ def test_a_correct_config_passes_every_check(deployment: Deployment, tmp_path: P
 
     assert failures(lines) == []
     assert code == 0, lines
-    assert "✓ tier team: Stripe prices for month and year" in lines
+    assert (
+        "✓ tier team: Stripe prices for month and year; Polar products for month and year" in lines
+    )
     assert "✓ tier enterprise: not sold through Stripe or Polar; only overrides grant it" in lines
     assert "✓ stripe price price_team_yearly: active, every year, test mode -> team" in lines
     assert f"✓ polar product {TEAM_MONTHLY}: every month, price: seat-based -> team" in lines
@@ -181,10 +183,6 @@ def test_offline_checks_make_no_requests(
     assert not any(line.startswith(("✓ stripe price", "✓ polar product")) for line in lines)
     assert stripe_state.requests == []
     assert polar_state.requests == []
-
-
-def _missing_year(d: Deployment) -> None:
-    del d.prices["price_team_yearly"]
 
 
 def _wrong_interval(d: Deployment) -> None:
@@ -236,13 +234,9 @@ def _polar_in_live_mode_on_sandbox(d: Deployment) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (_missing_year, ["✗ tier team: no Stripe price for year"]),
         (
             _wrong_interval,
-            [
-                "✗ tier team: no Stripe price for year",
-                "✗ stripe price price_team_yearly: billed every year, mapped as month",
-            ],
+            ["✗ stripe price price_team_yearly: billed every year, mapped as month"],
         ),
         (
             _live_price,
@@ -311,12 +305,45 @@ def test_check_config_catches(
     found = failures(lines)
     for line in expected:
         assert any(f.startswith(line) for f in found), (line, found)
+    assert not any(f.startswith("✗ tier ") for f in found), found
     assert "not_a_whsec_0123" not in "\n".join(lines)
+
+
+def _team_monthly_enterprise_yearly(d: Deployment) -> None:
+    del d.prices["price_team_yearly"]
+    del d.products[TEAM_YEARLY]
+    d.prices["price_team_yearly"] = ("enterprise", "year")
+
+
+def test_a_tier_sold_in_one_interval_only_passes(deployment: Deployment, tmp_path: Path) -> None:
+    """Issue 15: selling a tier monthly only or yearly only is legitimate; the line says which."""
+    _team_monthly_enterprise_yearly(deployment)
+    code, lines = check(deployment.write(tmp_path))
+    assert failures(lines) == []
+    assert code == 0, lines
+    assert "✓ tier team: Stripe price for month only; Polar product for month only" in lines
+    assert "✓ tier enterprise: Stripe price for year only" in lines
+    assert "✓ stripe price price_team_yearly: active, every year, test mode -> enterprise" in lines
+
+
+def test_the_default_test_deployment_passes_offline(tmp_path: Path) -> None:
+    """billhook.testing's deployment sells enterprise yearly on Stripe and through a Polar
+    product mapped without an interval: nothing wrong with either."""
+    config = write_config(
+        tmp_path, stripe={"api_key": DEFAULT_API_KEY}, polar={"access_token": DEFAULT_ACCESS_TOKEN}
+    )
+    code, lines = check(config, online=False)
+    assert failures(lines) == []
+    assert code == 0, lines
+    assert (
+        "✓ tier enterprise: Stripe price for year only;"
+        " 1 Polar product without a configured interval"
+    ) in lines
 
 
 def test_every_failure_is_counted_in_one_error_line(deployment: Deployment, tmp_path: Path) -> None:
     """The summary counts the lines printed above it, the config line included."""
-    _missing_year(deployment)
+    _unknown_price(deployment)
     _archived_product(deployment)
     code, lines = check(deployment.write(tmp_path))
     assert code == 1
@@ -451,33 +478,45 @@ def test_stripe_key_kinds(key: str, mode: str, ok: bool, detail: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prices", "products", "ok", "detail"),
+    ("prices", "products", "detail"),
     [
-        ({"p1": ("month",), "p2": ("year",)}, {}, True, "Stripe prices for month and year"),
-        ({"p1": ("month",)}, {"x": ("year",)}, False, "no Stripe price for year"),
-        ({}, {"x": ("month",), "y": ("year",)}, True, "Polar products for month and year"),
+        ({"p1": ("month",), "p2": ("year",)}, {}, "Stripe prices for month and year"),
+        ({"p1": ("year",)}, {}, "Stripe price for year only"),
+        ({"p1": ("month",), "p2": ("month",)}, {}, "Stripe prices for month only"),
+        (
+            {"p1": ("day",), "p2": ("month",), "p3": ("year",)},
+            {},
+            "Stripe prices for day, month and year",
+        ),
+        (
+            {"p1": ("month",)},
+            {"x": ("year",)},
+            "Stripe price for month only; Polar product for year only",
+        ),
+        ({}, {"x": ("month",), "y": ("year",)}, "Polar products for month and year"),
         (
             {},
             {"x": ("month",), "y": (None,)},
-            False,
-            "no Polar product for year (sold on Polar only;"
-            " 1 product without a configured interval)",
+            "Polar product for month only, 1 more without a configured interval",
         ),
-        ({}, {}, True, "not sold through Stripe or Polar"),
+        ({}, {"x": (None,), "y": (None,)}, "2 Polar products without a configured interval"),
+        ({}, {}, "not sold through Stripe or Polar; only overrides grant it"),
     ],
 )
-def test_tier_pricing(
+def test_tier_pricing_reports_the_intervals_sold_and_never_fails(
     prices: dict[str, tuple[str]],
     products: dict[str, tuple[str | None]],
-    ok: bool,
     detail: str,
 ) -> None:
+    """Other tiers' mappings are not counted."""
     result = tier_pricing(
         "team",
-        {pid: PriceMapping("team", i) for pid, (i,) in prices.items()},
-        {pid: ProductMapping("team", i) for pid, (i,) in products.items()},
+        {"p_other": PriceMapping("enterprise", "week")}
+        | {pid: PriceMapping("team", i) for pid, (i,) in prices.items()},
+        {"x_other": ProductMapping("enterprise")}
+        | {pid: ProductMapping("team", i) for pid, (i,) in products.items()},
     )
-    assert (result.ok, result.detail.startswith(detail)) == (ok, True), result.detail
+    assert (result.ok, result.warning, result.detail) == (True, False, detail)
 
 
 def test_a_price_billed_every_three_months_is_not_monthly() -> None:

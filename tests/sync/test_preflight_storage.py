@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from billhook.log.postgres import PostgresEventLog
+from billhook.log.postgres import SCHEMA_VERSION, PostgresEventLog
 from billhook.sync.preflight import Check, all_checks, database_checks, offline_checks
 from billhook.testing.settings import make_settings
 from tests.postgres import database_url
@@ -44,7 +44,7 @@ def test_online_reports_the_database_the_schema_and_synchronous_commit(pg_url: s
     PostgresEventLog(pg_url).close()
     lines = _lines(database_checks(pg_url))
     assert lines[0].startswith("✓ database: answers (PostgreSQL 1")
-    assert lines[1] == "✓ log schema: version 1"
+    assert lines[1] == f"✓ log schema: version {SCHEMA_VERSION}"
 
 
 def test_online_says_when_the_database_does_not_answer(tmp_path: Path) -> None:

@@ -20,10 +20,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Router
 
+from billhook.api.admin import AdminReports
+from billhook.api.changes import ChangeFeed
 from billhook.api.checkout import CheckoutRoute
+from billhook.api.console import Console
 from billhook.api.deadlines import BodyDeadline
 from billhook.api.entitlements import EntitlementApi
 from billhook.api.errors import exception_handlers
+from billhook.api.impact import DEFAULT_RETENTION_DAYS, ImpactRecorder
 from billhook.api.openapi import OpenApiRoute
 from billhook.api.ops import DEFAULT_LAG_BOUNDS, PROBE_BUSY_TIMEOUT_S, LagBounds, Ops
 from billhook.api.refresh import BackgroundRefresh, RefreshRoute, RemoteRefresh
@@ -35,6 +39,7 @@ from billhook.log.sqlite import DEFAULT_BUSY_TIMEOUT_S, Checkpointer, EventLog
 from billhook.observability.metrics import Metrics
 from billhook.observability.telemetry import RequestTelemetry
 from billhook.projections.backend import open_live
+from billhook.projections.impact import open_impact
 from billhook.projections.store import ProjectionStore
 from billhook.providers.clients import sources
 from billhook.runners.actors import declare
@@ -69,6 +74,9 @@ def create_app(
     reader_log, probe_log, checkpointer = _companions(event_log, settings)
     api_store = open_live(settings, listen=True)
     metrics = Metrics()
+    # Checks are reads, not log events: their counts live beside the projection, not in it.
+    impact_store = open_impact(settings)
+    impact = ImpactRecorder(impact_store, clock=clock, retention_days=DEFAULT_RETENTION_DAYS)
     committer = GroupCommitter(event_log)
     closables: list[Log | ProjectionStore] = [reader_log, probe_log, api_store]
     broker_ping: Callable[[], object] | None = None
@@ -85,11 +93,15 @@ def create_app(
         projector_log = _another(event_log, settings)
         projector_store = open_live(settings)
         closables += [projector_log, projector_store]
-        background = EmbeddedProjector(projector_log, projector_store, settings)
+        background = EmbeddedProjector(projector_log, projector_store, settings, clock=clock)
     receiver = Receiver(settings, committer, now=now, on_appended=background.wake, metrics=metrics)
 
     async def wait_for(seq: int) -> None:
         await wait_until_projected(api_store, seq, background.wake)
+
+    def on_decision(workspace: str, action: str, decision: str, reason: str | None) -> None:
+        metrics.count_check(decision, reason)
+        impact.record(workspace, action, decision, reason)
 
     api = EntitlementApi(
         settings,
@@ -98,7 +110,7 @@ def create_app(
         append=committer.append,
         wait_for=wait_for,
         now=clock,
-        on_decision=metrics.count_check,
+        on_decision=on_decision,
         # A time rule flagged the answer: the provider's closing or renewal event was missed.
         on_flagged=lambda workspace: background_refresh(workspace),
     )
@@ -126,6 +138,18 @@ def create_app(
         head=reader_log.head_seq,
     )
 
+    feed = ChangeFeed(settings, api_store)
+    admin = AdminReports(
+        settings,
+        api_store,
+        reader_log,
+        impact_store,
+        now=clock,
+        retention_days=impact.retention_days,
+    )
+    console = Console(
+        settings, api, api_store, admin, append=committer.append, wait_for=wait_for, now=clock
+    )
     ops = Ops(
         metrics,
         reader=reader_log,
@@ -139,6 +163,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         background.start()
+        impact.start()
         if checkpointer is not None:
             checkpointer.start()
         try:
@@ -149,6 +174,8 @@ def create_app(
                 checkpointer.stop()
                 checkpointer.log.close()
             background.stop()
+            impact.stop()
+            impact_store.close()
             for closable in [*closables, *provider_sources.values()]:
                 closable.close()
             if owns_log:
@@ -161,10 +188,15 @@ def create_app(
         Mount("/webhooks", app=Router(receiver.routes, redirect_slashes=False)),
         Mount(
             "/v1",
-            app=Router([*api.routes, *refresh.routes, *checkout.routes], redirect_slashes=False),
+            app=Router(
+                [*api.routes, *refresh.routes, *checkout.routes, *feed.routes, *admin.routes],
+                redirect_slashes=False,
+            ),
         ),
         *ops.routes,
         *OpenApiRoute(settings).routes,
+        # HTML for people, outside the API document (the console's app hides its routes).
+        Mount("/console", app=console.app),
     ]
     app = Starlette(
         routes=routes,

@@ -26,6 +26,10 @@ class TokenGate:
         self._admin = auth.admin_tokens
         self._read = (*auth.api_tokens, *auth.admin_tokens)
 
+    def is_admin(self, token: str) -> bool:
+        """Whether `token` is one of the admin tokens (the console's sign-in)."""
+        return bool(token) and _matches(token.encode("utf-8", "replace"), self._admin)
+
     def require(self, request: Request, *, admin: bool = False) -> None:
         """Raise 401 without a known token, 403 for a read token on an admin route."""
         header = request.headers.get("authorization", "")

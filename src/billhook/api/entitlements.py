@@ -33,7 +33,8 @@ from billhook.projections.store import ProjectionStore
 
 Append = Callable[[EventRecord], Awaitable[Appended]]
 WaitFor = Callable[[int], Awaitable[None]]
-OnDecision = Callable[[str, str | None], None]
+# Told each check's (workspace, action, decision, reason): the metrics and the impact counts.
+OnDecision = Callable[[str, str, str, str | None], None]
 
 
 class EntitlementApi:
@@ -134,7 +135,7 @@ class EntitlementApi:
         entitlement = self._cache.get(workspace).entitlement
         answer = self.decide(entitlement, action, seats_in_use)
         if self._on_decision is not None:
-            self._on_decision(answer.decision, answer.reason)
+            self._on_decision(workspace, action, answer.decision, answer.reason)
         if answer.decision == "deny":
             extra = msgspec.structs.asdict(answer)
             raise ApiError(402, "billing_required", _denial_detail(answer), extra=extra)

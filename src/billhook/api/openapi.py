@@ -62,6 +62,38 @@ AS_OF = {
 }
 
 
+CURSOR_OR_NOW: Schema = {"type": "string", "pattern": r"^([0-9]+-[0-9]+|now)$"}
+AFTER = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "description": "a change's cursor: the changes past it; absent: from the first change; "
+    "`now`: none, only the cursor of the newest (where a new follower starts)",
+    "schema": {"anyOf": [CURSOR_OR_NOW, {"type": "string", "description": "else: 400"}]},
+}
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "changes per answer, 1 to 1000 (default 100); else 400 invalid_request",
+    "schema": {"type": "string"},
+}
+WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": "seconds, 0 to 30: a long poll that answers as soon as there is a change",
+    "schema": {"type": "string"},
+}
+LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "the cursor of the last change received: the stream resumes after it",
+    "schema": {"type": "string"},
+}
+
+
 def _body(answer: Any, description: str = "JSON") -> dict[str, Any]:
     """A JSON answer: a model, a `list[model]`, or a schema."""
     schema = answer if isinstance(answer, dict) else ref(answer)
@@ -180,6 +212,32 @@ def _paths() -> dict[str, Any]:
                 errors={400: ("invalid_request",), **_READ_ERRORS},
             )
         },
+        "/v1/changes": {
+            "get": _v1(
+                "The entitlement-change feed: every change past a cursor, oldest first",
+                scope="read",
+                parameters=(AFTER, LIMIT, WAIT),
+                answers={"200": _body(schemas.Changes)},
+                errors={400: ("invalid_request",), **_READ_ERRORS},
+                tag="changes",
+            )
+        },
+        "/v1/changes/stream": {
+            "get": _v1(
+                "The change feed as Server-Sent Events (`id`: the cursor; `event: change`;"
+                " `data`: a change of `GET /v1/changes`), from `Last-Event-ID` or `after`",
+                scope="read",
+                parameters=(AFTER, LAST_EVENT_ID),
+                answers={
+                    "200": {
+                        "description": "a stream that stays open; keep-alive comments when idle",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+                errors={400: ("invalid_request",)},
+                tag="changes",
+            )
+        },
         f"{ws}/history": {
             "get": _v1(
                 "Changes of (tier, source, status), oldest first",
@@ -292,6 +350,36 @@ def _paths() -> dict[str, Any]:
                 parameters=(),
                 answers={"200": _body(list[schemas.Quarantined])},
                 errors=_READ_ERRORS,
+            )
+        },
+        "/v1/admin/impact": {
+            "get": _v1(
+                "Checks refused, or that enforcement would refuse, per action, reason and "
+                "workspace (ids and counts only)",
+                scope="admin",
+                tag="admin",
+                parameters=(
+                    {
+                        "name": "days",
+                        "in": "query",
+                        "required": False,
+                        "description": "the window, today included: 1 to the retention "
+                        "(90 days); default 30",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    },
+                ),
+                answers={"200": _body(schemas.Impact)},
+                errors={400: ("invalid_request",), **_READ_ERRORS},
+            )
+        },
+        "/v1/admin/readiness": {
+            "get": _v1(
+                "The launch gates, each passed or not, with ids and seqs as evidence",
+                scope="admin",
+                tag="admin",
+                parameters=(),
+                answers={"200": _body(schemas.LaunchReport)},
+                errors={**_READ_ERRORS, 503: ("projections_unavailable", "log_unavailable")},
             )
         },
         "/healthz": _ops("The process is alive", {"200": _body(schemas.Health)}),

@@ -190,6 +190,63 @@ class HistoryEntry(Answer):
     status: Status
 
 
+# -- the change feed -------------------------------------------------------------------------
+
+Cursor = Annotated[
+    str,
+    Meta(pattern=r"^[0-9]+-[0-9]+$", description="an opaque position in the change feed"),
+]
+
+
+class EventCause(Answer, tag="event", tag_field="kind"):
+    """The logged event that changed the answer."""
+
+    provider: LogProvider
+    type: str
+    event_id: str
+
+
+class TimeCause(Answer, tag="time", tag_field="kind"):
+    """A time rule fired: an override expired, a grace period or a subscription ended."""
+
+
+class ChangeFeatures(Answer):
+    included: tuple[Feature, ...]
+
+
+class EntitlementChange(Answer, tag="entitlement", tag_field="kind"):
+    """A workspace's entitlement as `GET .../entitlements` answered it from then on."""
+
+    cursor: Cursor
+    workspace_id: str
+    seq: AsOfSeq
+    at: Time
+    cause: EventCause | TimeCause
+    tier: Tier
+    source: Source
+    status: Status
+    attention: Attention
+    next_action: NextAction
+    features: ChangeFeatures
+    seats: Annotated[Seats | None, Meta(description="null: no seat limit")]
+
+
+class EnforcementChange(Answer, tag="enforcement", tag_field="kind"):
+    """The enforcement mode changed: every workspace's check answers may differ."""
+
+    cursor: Cursor
+    workspace_id: None
+    seq: LogSeq
+    at: Time
+    cause: EventCause
+    enforcement: Enforcement
+
+
+class Changes(Answer):
+    changes: tuple[EntitlementChange | EnforcementChange, ...]
+    next: Annotated[Cursor, Meta(description="pass it as `after` to read on")]
+
+
 class CheckAnswer(Answer):
     workspace_id: str
     action: str
@@ -214,6 +271,48 @@ class Quarantined(Answer):
     event_id: str
     type: str
     error: Annotated[str, Meta(description="why the reducer failed (bounded)")]
+
+
+# -- operator reports (the console's too) ---------------------------------------------------
+
+BlockReason = Annotated[str, _enum("tier_required", "billing_attention", "seat_limit")]
+Day = Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="a UTC day")]
+
+
+class ImpactLine(Answer):
+    action: str
+    reason: BlockReason
+    workspaces: Annotated[int, Meta(ge=1, description="workspaces refused at least once")]
+    checks: Annotated[int, Meta(ge=1, description="checks answered deny or would_deny")]
+
+
+class ImpactWorkspace(Answer):
+    workspace_id: str
+    tier: Tier
+    status: Status
+    next_action: NextAction
+    checks: Annotated[int, Meta(ge=1)]
+    actions: tuple[str, ...]
+
+
+class Impact(Answer):
+    days: Annotated[int, Meta(ge=1)]
+    since: Day
+    enforcement: Enforcement
+    lines: tuple[ImpactLine, ...]
+    workspaces: tuple[ImpactWorkspace, ...]
+
+
+class LaunchGate(Answer):
+    gate: str
+    ok: bool
+    detail: Annotated[str, Meta(description="what was found, ids and counts only")]
+    evidence: Annotated[tuple[str, ...], Meta(description="ids and seqs, never payloads")]
+
+
+class LaunchReport(Answer):
+    ready: bool
+    gates: tuple[LaunchGate, ...]
 
 
 class CheckoutSession(Answer):

@@ -13,6 +13,7 @@ import msgspec
 from click._termui_impl import ProgressBar
 
 from billhook.api.schemas import entitlement_answer
+from billhook.cli import launch as cli_launch
 from billhook.cli.log import log
 from billhook.cli.support import (
     BillhookGroup,
@@ -418,6 +419,9 @@ def _register_provider_commands() -> None:
 
 
 main.add_command(log)
+main.add_command(cli_launch.enforcement)
+main.add_command(cli_launch.launch)
+main.add_command(cli_launch.diagnose)
 
 
 _register_provider_commands()

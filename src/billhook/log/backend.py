@@ -24,11 +24,11 @@ def open_log(
 
     Raises :class:`~billhook.errors.LogUnavailable` when it cannot be opened.
     """
-    clock = clock or _utcnow
     if settings.storage_url:
         url = settings.storage_url.reveal()
+        # Without a clock of the caller's, the database's stamps each append.
         return PostgresEventLog(url, busy_timeout_s=busy_timeout_s, clock=clock)
-    return EventLog(settings.events_path, busy_timeout_s=busy_timeout_s, clock=clock)
+    return EventLog(settings.events_path, busy_timeout_s=busy_timeout_s, clock=clock or _utcnow)
 
 
 def _utcnow() -> datetime:

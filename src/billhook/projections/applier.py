@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Protocol
 
 from billhook.config import Settings
@@ -18,8 +19,14 @@ from billhook.domain.facts import EnforcementFact, Fact, LinkFact, OverrideFact,
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.reducers import merge_link, merge_override, merge_subscription
 from billhook.domain.resolver import WorkspaceFacts, resolve
-from billhook.domain.times import parse_time
+from billhook.domain.times import from_us, iso_to_us, iso_utc, parse_time
 from billhook.errors import DecodeError, LogUnavailable, StoreUnavailable
+from billhook.projections.changes import (
+    TIME_CAUSE,
+    enforcement_state,
+    entitlement_state,
+    event_cause,
+)
 from billhook.providers.billhook import RECONCILED
 from billhook.providers.decode import decode, subject, understands
 
@@ -78,6 +85,50 @@ class Facts(Protocol):
         subscription or customer: a snapshot of it has been fetched since."""
         ...
 
+    def enforcement_mode(self) -> str: ...
+
+    def last_change(self, workspace: str | None) -> str | None:
+        """The state of the last change about `workspace` (None: the enforcement mode)."""
+        ...
+
+    def add_change(
+        self, seq: int, workspace: str | None, at: str, cause: str, state: str
+    ) -> None: ...
+
+    def set_timer(self, workspace: str, due_us: int | None) -> None:
+        """When `workspace`'s answer next changes by time alone (None: only by events)."""
+        ...
+
+    def due_timers(self, until_us: int) -> list[tuple[str, int]]:
+        """(workspace, due) of every timer due at or before `until_us`, soonest first."""
+        ...
+
+
+def apply_in_order(facts: Facts, event: StoredEvent, settings: Settings) -> str:
+    """Fire the time rules due before `event` was received, then apply it: what every
+    projector (live, worker, replay) does with each event, in seq order."""
+    fire_timers(facts, iso_to_us(event.received_at), event.seq - 1, settings)
+    return apply_event(facts, event, settings)
+
+
+def fire_timers(facts: Facts, until_us: int, seq: int, settings: Settings) -> int:
+    """Write the changes time alone makes by `until_us`, as of log position `seq`: for each
+    workspace whose timer is due, its answer at that instant. Returns how many fired."""
+    fired = 0
+    # Again until none is due: a rule that fires may set the next one before `until_us`
+    # too (each strictly later than the last, so this ends).
+    while due := facts.due_timers(until_us):
+        for workspace, due_us in due:
+            fired += 1
+            at = from_us(due_us)
+            entitlement = resolve(facts.workspace_facts(workspace, seq), settings.policy, at)
+            state = entitlement_state(entitlement)
+            if state != (facts.last_change(workspace) or _unknown_state(settings)):
+                facts.add_change(seq, workspace, iso_utc(at), TIME_CAUSE, state)
+            later = entitlement.valid_until_us
+            facts.set_timer(workspace, later if later is not None and later > due_us else None)
+    return fired
+
 
 def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
     """Apply `event`; returns `applied`, `skipped` or `quarantined`.
@@ -96,10 +147,14 @@ def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
         quarantine(facts, event, str(e)[:MAX_ERROR_CHARS], settings)
         return "quarantined"
     touched: set[str] = set()
+    enforcement = any(isinstance(fact, EnforcementFact) for fact in decoded)
+    mode_before = facts.enforcement_mode() if enforcement else None
     for fact in decoded:
         touched.update(_put(facts, fact, event.seq))
         if event.type == RECONCILED and isinstance(fact, SubscriptionFact):
             facts.clear_thin_quarantines(fact.provider, fact.id, fact.customer, event.seq)
+    if mode_before is not None:
+        _record_enforcement(facts, event, mode_before)
     _record_history(facts, event, touched, settings)
     return "applied"
 
@@ -172,10 +227,21 @@ def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:
     return ()
 
 
+def _record_enforcement(facts: Facts, event: StoredEvent, before: str) -> None:
+    """A change without a workspace when the enforcement mode moved."""
+    mode = facts.enforcement_mode()
+    if mode != before:
+        facts.add_change(
+            event.seq, None, event.received_at, event_cause(event), enforcement_state(mode)
+        )
+
+
 def _record_history(
     facts: Facts, event: StoredEvent, workspaces: set[str], settings: Settings
 ) -> None:
-    """Append a history row for each workspace whose (tier, source, status) changed.
+    """Append a history row for each workspace whose (tier, source, status) changed, a
+    change for each whose resolved answer changed (projections.changes), and set when
+    time alone will next change it.
 
     A workspace with no history yet stands where an unknown one does (the
     default tier, nothing granting it): an event that leaves it there, such as
@@ -190,3 +256,32 @@ def _record_history(
         state = (entitlement.tier, entitlement.source, entitlement.status)
         if (facts.last_history(workspace) or unknown) != state:
             facts.add_history(workspace, event, state)
+        answer = entitlement_state(entitlement)
+        if answer != (facts.last_change(workspace) or _unknown_state(settings)):
+            facts.add_change(event.seq, workspace, event.received_at, event_cause(event), answer)
+        facts.set_timer(workspace, entitlement.valid_until_us)
+
+
+# Per policy (kept, so its id stays its own): the state of a workspace billhook knows
+# nothing about.
+_UNKNOWN: dict[int, tuple[object, str]] = {}
+
+
+def _unknown_state(settings: Settings) -> str:
+    """The change state of a workspace billhook knows nothing about: no change to write."""
+    policy = settings.policy
+    known = _UNKNOWN.get(id(policy))
+    if known is not None and known[0] is policy:
+        return known[1]
+    empty = WorkspaceFacts(
+        workspace_id="",
+        subscriptions=(),
+        overrides=(),
+        enforcement=settings.enforcement,
+        as_of_seq=0,
+    )
+    state = entitlement_state(resolve(empty, policy, datetime.now(UTC)))
+    if len(_UNKNOWN) > 64:
+        _UNKNOWN.clear()
+    _UNKNOWN[id(policy)] = (policy, state)
+    return state

@@ -22,7 +22,7 @@ import itertools
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +32,19 @@ from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
 
 from billhook.config import Settings
+from billhook.domain.facts import LinkFact, SubscriptionFact
+from billhook.domain.records import StoredEvent
+from billhook.domain.resolver import WorkspaceFacts
 from billhook.errors import StoreUnavailable
 from billhook.log.postgres import _reason, create_schema, session_settings
-from billhook.projections.store import DEFAULT_BUSY_TIMEOUT_S, PROJECTION_VERSION, ProjectionStore
+from billhook.projections import codec
+from billhook.projections.store import (
+    DEFAULT_BUSY_TIMEOUT_S,
+    PROJECTION_VERSION,
+    ProjectionStore,
+    SqliteFacts,
+)
+from billhook.providers.decode import decode, understands
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +106,16 @@ CREATE INDEX IF NOT EXISTS quarantine_workspace ON quarantine (workspace, seq);
 CREATE INDEX IF NOT EXISTS quarantine_customer ON quarantine (subject_provider, customer, seq);
 CREATE INDEX IF NOT EXISTS quarantine_subscription
     ON quarantine (subject_provider, subscription, seq);
+CREATE TABLE IF NOT EXISTS changes (
+    seq bigint NOT NULL, k integer NOT NULL, workspace text COLLATE "C", at text NOT NULL,
+    cause text NOT NULL, state text NOT NULL,
+    PRIMARY KEY (seq, k)
+);
+CREATE INDEX IF NOT EXISTS changes_workspace ON changes (workspace, seq, k);
+CREATE TABLE IF NOT EXISTS timers (
+    workspace text COLLATE "C" PRIMARY KEY, due_us bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_us, workspace);
 CREATE TABLE IF NOT EXISTS checkpoint (
     id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, version integer NOT NULL,
     skipped bigint NOT NULL
@@ -103,6 +123,58 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 INSERT INTO checkpoint (id, seq, version, skipped) VALUES (1, 0, {version}, 0)
     ON CONFLICT (id) DO NOTHING;
 """
+# A workspace's current facts in one statement (one snapshot, one round trip): the
+# checkpoint, the enforcement mode, its subscriptions (its own, then through its
+# customers' links), its overrides and its standing quarantined events. The statements of
+# projections/store.py's read_facts and read_quarantined for `as_of` None, tagged by kind.
+CURRENT_FACTS = """
+SELECT 'c', seq::text FROM checkpoint
+UNION ALL (SELECT 'e', fact FROM enforcement WHERE to_seq IS NULL ORDER BY from_seq DESC LIMIT 1)
+UNION ALL SELECT 's', fact FROM (
+    SELECT s.fact FROM subscriptions s WHERE s.workspace = %(w)s AND s.to_seq IS NULL
+    UNION SELECT s.fact FROM links l JOIN subscriptions s
+        ON s.provider = l.provider AND s.customer = l.customer
+        WHERE l.workspace = %(w)s AND l.to_seq IS NULL AND s.workspace IS NULL
+        AND s.to_seq IS NULL
+) AS subs
+UNION ALL SELECT 'o', o.fact FROM overrides o WHERE o.workspace = %(w)s AND o.to_seq IS NULL
+UNION ALL SELECT 'q', standing.seq::text FROM (
+    SELECT q.seq FROM quarantine q WHERE q.workspace = %(w)s AND q.cleared_seq IS NULL
+    UNION SELECT q.seq FROM links l JOIN quarantine q
+        ON q.subject_provider = l.provider AND q.customer = l.customer
+        WHERE l.workspace = %(w)s AND l.to_seq IS NULL
+        AND q.workspace IS NULL AND q.cleared_seq IS NULL
+    UNION SELECT q.seq FROM subscriptions s JOIN quarantine q
+        ON q.subject_provider = s.provider AND q.subscription = s.id
+        WHERE s.workspace = %(w)s AND s.to_seq IS NULL
+        AND q.workspace IS NULL AND q.cleared_seq IS NULL
+    UNION SELECT q.seq FROM links l JOIN subscriptions s
+        ON s.provider = l.provider AND s.customer = l.customer
+        JOIN quarantine q ON q.subject_provider = s.provider AND q.subscription = s.id
+        WHERE l.workspace = %(w)s AND l.to_seq IS NULL AND s.workspace IS NULL
+        AND s.to_seq IS NULL AND q.workspace IS NULL AND q.cleared_seq IS NULL
+) AS standing
+"""
+# What an apply reads ahead (PostgresProjectionStore._prefetch).
+PREFETCH_SUBSCRIPTIONS = (
+    "SELECT s.provider, s.id, s.fact FROM subscriptions s"
+    " JOIN unnest(%s::text[], %s::text[]) AS k(provider, id)"
+    " ON s.provider = k.provider AND s.id = k.id WHERE s.to_seq IS NULL"
+)
+PREFETCH_LINKS = (
+    "SELECT l.provider, l.customer, l.workspace, l.time_us, l.seq FROM links l"
+    " JOIN unnest(%s::text[], %s::text[]) AS k(provider, customer)"
+    " ON l.provider = k.provider AND l.customer = k.customer WHERE l.to_seq IS NULL"
+)
+PREFETCH_HISTORY = (
+    "SELECT DISTINCT ON (workspace) workspace, tier, source, status FROM history"
+    " WHERE workspace = ANY(%s::text[]) ORDER BY workspace, seq DESC"
+)
+PREFETCH_CHANGES = (
+    "SELECT DISTINCT ON (workspace) workspace, state FROM changes"
+    " WHERE workspace = ANY(%s::text[]) ORDER BY workspace, seq DESC, k DESC"
+)
+PREFETCH_TIMERS = "SELECT workspace, due_us FROM timers WHERE workspace = ANY(%s::text[])"
 # Every table of the schema, for the swap's locks.
 TABLES = (
     "subscriptions",
@@ -111,6 +183,8 @@ TABLES = (
     "enforcement",
     "history",
     "quarantine",
+    "changes",
+    "timers",
     "checkpoint",
 )
 
@@ -206,6 +280,18 @@ class PgConnection:
             except psycopg.errors.ReadOnlySqlTransaction:
                 self._read_only = True
                 raise
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """psycopg's pipeline mode on this connection: statements are sent without
+        waiting; a fetch, or the end of the block, waits for what is outstanding (and
+        raises what the database refused, a read-only session included)."""
+        try:
+            with self._connection().pipeline():
+                yield
+        except psycopg.errors.ReadOnlySqlTransaction:
+            self._read_only = True
+            raise
 
     def close(self) -> None:
         if self._conn is not None:
@@ -317,6 +403,7 @@ class PostgresProjectionStore(ProjectionStore):
     _BEGIN_WRITE = "BEGIN"
     _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     _CHECKPOINT_FOR_APPLY = "SELECT seq, skipped FROM checkpoint FOR UPDATE"
+    _FAST_APPLY = True
 
     def __init__(
         self,
@@ -347,18 +434,102 @@ class PostgresProjectionStore(ProjectionStore):
     def _storage_fault(self, error: Exception) -> bool:
         return pg_storage_fault(error)
 
+    def _prefetch(self, facts: SqliteFacts, events: Sequence[StoredEvent]) -> None:
+        """The current subscription and link of every id the batch's events name, in two
+        statements: most events then need no read of their own before their writes."""
+        subs: set[tuple[str, str]] = set()
+        links: set[tuple[str, str]] = set()
+        for event in events:
+            if not understands(event):
+                continue
+            try:
+                decoded = decode(event, self._settings.workspace_key)
+            except Exception:  # noqa: S112 - applying it will say what is wrong with it
+                continue
+            for fact in decoded:
+                if isinstance(fact, SubscriptionFact):
+                    subs.add((fact.provider, fact.id))
+                    if fact.customer:
+                        links.add((fact.provider, fact.customer))
+                elif isinstance(fact, LinkFact):
+                    links.add((fact.provider, fact.customer))
+        if not subs and not links:
+            return
+        conn = self.conn.raw
+        found_subs: dict[tuple[str, str], SubscriptionFact | None] = dict.fromkeys(subs)
+        found_links: dict[tuple[str, str], LinkFact | None] = dict.fromkeys(links)
+        if subs:
+            providers, ids = zip(*sorted(subs), strict=True)
+            rows_s = conn.execute(PREFETCH_SUBSCRIPTIONS, (list(providers), list(ids)))
+            for provider, id, fact in rows_s:
+                found_subs[(provider, id)] = codec.subscription(fact)
+        if links:
+            providers, customers = zip(*sorted(links), strict=True)
+            rows = conn.execute(PREFETCH_LINKS, (list(providers), list(customers)))
+            for provider, customer, workspace, time_us, seq in rows:
+                found_links[(provider, customer)] = LinkFact(
+                    provider, customer, workspace, time_us, seq
+                )
+        workspaces = {f.workspace for f in found_subs.values() if f is not None and f.workspace}
+        workspaces |= {link.workspace for link in found_links.values() if link is not None}
+        facts.seed(found_subs, found_links)
+        if workspaces:
+            # Whose answers the batch will resolve: their last history row and last change.
+            named = sorted(workspaces)
+            history = dict.fromkeys(named)
+            for workspace, tier, source, status in conn.execute(PREFETCH_HISTORY, (named,)):
+                history[workspace] = (tier, source, status)
+            changes = dict.fromkeys(named)
+            for workspace, state in conn.execute(PREFETCH_CHANGES, (named,)):
+                changes[workspace] = state
+            timers: dict[str, int | None] = dict.fromkeys(named)
+            for workspace, due_us in conn.execute(PREFETCH_TIMERS, (named,)):
+                timers[workspace] = due_us
+            facts.seed_last(history, changes, timers)
+
+    def _batch(self, guarded: bool) -> contextlib.AbstractContextManager[object]:
+        """The fast path runs in a pipeline: writes go out without waiting for their
+        answers, so an event costs a round trip per read, not per statement."""
+        return contextlib.nullcontext() if guarded else self.conn.pipeline()
+
     def _announce(self, conn: Any, checkpoint: int) -> None:
         conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(checkpoint)))
 
+    def workspace_facts(self, workspace: str, as_of_seq: int | None = None) -> WorkspaceFacts:
+        """As the SQLite store's; the current facts (`as_of_seq` None, every read of the
+        API) in one statement, which sees one snapshot: no transaction to open and close."""
+        if as_of_seq is not None:
+            return super().workspace_facts(workspace, as_of_seq)
+        with self._reading() as conn:
+            rows = conn.raw.execute(CURRENT_FACTS, {"w": workspace}).fetchall()
+        found: dict[str, list[str]] = {"c": [], "e": [], "s": [], "o": [], "q": []}
+        for kind, value in rows:
+            found[kind].append(value)
+        [checkpoint] = found["c"]
+        self._saw_checkpoint(int(checkpoint))
+        return WorkspaceFacts(
+            workspace_id=workspace,
+            subscriptions=tuple(codec.subscription(f) for f in sorted(found["s"])),
+            overrides=tuple(codec.override(f) for f in sorted(found["o"])),
+            enforcement=(
+                codec.enforcement(found["e"][0]).mode if found["e"] else self._settings.enforcement
+            ),
+            as_of_seq=int(checkpoint),
+            quarantined=tuple(sorted(int(q) for q in found["q"])),
+        )
+
     def checkpoint(self) -> int:
         seq = super().checkpoint()
+        self._saw_checkpoint(seq)
+        return seq
+
+    def _saw_checkpoint(self, seq: int) -> None:
         if seq != self._seen_checkpoint:
             # A reader that waited for this seq must not be answered from older cache
             # entries, even if the notification is still on its way to the listener.
             self._seen_checkpoint = seq
             if self._listener is not None:
                 self._listener.bump()
-        return seq
 
     def data_version(self) -> int:
         """Changes whenever a projection commit was announced (or, with no listener or

@@ -10,6 +10,7 @@ rows with it in one transaction.
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 import time
 from collections import defaultdict
@@ -26,7 +27,7 @@ from billhook.domain.resolver import WorkspaceFacts
 from billhook.errors import StoreUnavailable
 from billhook.log.backend import Log
 from billhook.projections import codec
-from billhook.projections.applier import apply_event, blames_the_event, log_quarantined
+from billhook.projections.applier import apply_in_order, blames_the_event, log_quarantined
 from billhook.projections.backend import Location, exists, open_store, remove
 from billhook.projections.postgres import PgConnection, PgSchema, pg_storage_fault
 from billhook.projections.projector import Batch, catch_up
@@ -81,6 +82,11 @@ class MemoryFacts:
         self.quarantined: list[tuple[StoredEvent, str]] = []
         # Quarantine rows of `billhook.thin_unfetched` records, which may yet be cleared.
         self._thin_quarantines: list[list[object]] = []
+        self._last_change: dict[str | None, str] = {}
+        self._next_k: dict[int, int] = {}
+        self.timers: dict[str, int] = {}
+        # (due, workspace) of every timer set, soonest first; stale entries are skipped.
+        self._due: list[tuple[int, str]] = []
 
     # -- reads ------------------------------------------------------------------------
 
@@ -196,6 +202,34 @@ class MemoryFacts:
             if cleared is None and about_provider == provider and about:
                 row[9] = seq
 
+    def enforcement_mode(self) -> str:
+        return self.enforcement[0].mode if self.enforcement else self._settings.enforcement
+
+    def last_change(self, workspace: str | None) -> str | None:
+        return self._last_change.get(workspace)
+
+    def add_change(self, seq: int, workspace: str | None, at: str, cause: str, state: str) -> None:
+        k = self._next_k.get(seq, 0)
+        self._next_k[seq] = k + 1
+        self._last_change[workspace] = state
+        self.rows["changes"].append((seq, k, workspace, at, cause, state))
+
+    def set_timer(self, workspace: str, due_us: int | None) -> None:
+        if due_us is None:
+            self.timers.pop(workspace, None)
+            return
+        if self.timers.get(workspace) != due_us:
+            self.timers[workspace] = due_us
+            heapq.heappush(self._due, (due_us, workspace))
+
+    def due_timers(self, until_us: int) -> list[tuple[str, int]]:
+        due: list[tuple[str, int]] = []
+        while self._due and self._due[0][0] <= until_us:
+            due_us, workspace = heapq.heappop(self._due)
+            if self.timers.get(workspace) == due_us:  # else set again since: stale
+                due.append((workspace, due_us))
+        return due
+
     def current_rows(self) -> dict[str, list[tuple[object, ...]]]:
         """The versions still open at the end, as rows with `to_seq` NULL."""
         rows: dict[str, list[tuple[object, ...]]] = {
@@ -207,6 +241,7 @@ class MemoryFacts:
             ],
             "enforcement": [],
             "quarantine": [tuple(row) for row in self._thin_quarantines],
+            "timers": [(workspace, due) for workspace, due in sorted(self.timers.items())],
         }
         if self.enforcement is not None:
             fact, since = self.enforcement
@@ -241,6 +276,9 @@ _INSERTS = {
     "history": "INSERT INTO history"
     " (workspace, seq, at, provider, type, event_id, tier, source, status)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "changes": "INSERT INTO changes (seq, k, workspace, at, cause, state)"
+    " VALUES (?, ?, ?, ?, ?, ?)",
+    "timers": "INSERT INTO timers (workspace, due_us) VALUES (?, ?)",
     "quarantine": "INSERT INTO quarantine (seq, provider, event_id, type, error,"
     " workspace, subject_provider, customer, subscription, cleared_seq)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -291,7 +329,7 @@ def rebuild(
             if not batch:
                 break
             for event in batch:
-                facts.skipped += apply_event(facts, event, settings) == "skipped"
+                facts.skipped += apply_in_order(facts, event, settings) == "skipped"
             last = batch[-1].seq
             events += len(batch)
             if sum(len(rows) for rows in facts.rows.values()) >= FLUSH_ROWS:

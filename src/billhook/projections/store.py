@@ -25,19 +25,22 @@ from billhook.config import Settings
 from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.resolver import WorkspaceFacts
+from billhook.domain.times import iso_to_us
 from billhook.errors import StoreUnavailable
 from billhook.projections import codec
 from billhook.projections.applier import (
     apply_event,
     blames_the_event,
+    fire_timers,
     log_quarantined,
     quarantine,
     unapplied_reason,
 )
+from billhook.projections.changes import START, ChangeRow
 from billhook.providers.billhook import THIN_UNFETCHED
 
 # Bumped whenever reducers or the schema change what a replay would produce.
-PROJECTION_VERSION = 4
+PROJECTION_VERSION = 5
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
 SCHEMA = """
@@ -81,6 +84,17 @@ CREATE TABLE IF NOT EXISTS quarantine (
     workspace TEXT, subject_provider TEXT, customer TEXT, subscription TEXT,
     cleared_seq INTEGER
 );
+-- The entitlement-change feed (projections/changes.py), by cursor (seq, k); workspace NULL:
+-- the enforcement mode changed.
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER NOT NULL, k INTEGER NOT NULL, workspace TEXT, at TEXT NOT NULL,
+    cause TEXT NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY (seq, k)
+);
+CREATE INDEX IF NOT EXISTS changes_workspace ON changes (workspace, seq, k);
+-- When each workspace's answer next changes by time alone.
+CREATE TABLE IF NOT EXISTS timers (workspace TEXT PRIMARY KEY, due_us INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_us, workspace);
 CREATE TABLE IF NOT EXISTS checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, version INTEGER NOT NULL,
     skipped INTEGER NOT NULL
@@ -160,11 +174,13 @@ def read_facts(
     seq: int,
     *,
     with_quarantine: bool = True,
+    enforcement: str | None = None,
 ) -> WorkspaceFacts:
     """The facts about `workspace`: current (`as_of` None) or right after `as_of`.
 
     `with_quarantine=False` leaves out the quarantined events about it, which
-    change no tier, source or status (what the history records).
+    change no tier, source or status (what the history records). `enforcement`:
+    the current mode, when the caller knows it (a read saved).
     """
     s_live, s_params = _live("s", as_of)
     l_live, l_params = _live("l", as_of)
@@ -172,22 +188,23 @@ def read_facts(
     # A subscription's own workspace metadata wins over its customer's link.
     # CROSS JOIN fixes the join order (SQLite's documented hint): from the workspace's
     # few links into subscriptions by customer, never a scan of every unlinked subscription.
-    subscriptions = conn.execute(
-        f"SELECT s.fact FROM subscriptions s WHERE s.workspace = ? AND {s_live}"  # noqa: S608
-        " UNION SELECT s.fact FROM links l CROSS JOIN subscriptions s"
+    # One statement for subscriptions and overrides: one round trip where that counts.
+    rows = conn.execute(
+        f"SELECT 's', s.fact FROM subscriptions s WHERE s.workspace = ? AND {s_live}"  # noqa: S608
+        " UNION SELECT 's', s.fact FROM links l CROSS JOIN subscriptions s"
         " ON s.provider = l.provider AND s.customer = l.customer"
-        f" WHERE l.workspace = ? AND {l_live} AND s.workspace IS NULL AND {s_live}",
-        (workspace, *s_params, workspace, *l_params, *s_params),
+        f" WHERE l.workspace = ? AND {l_live} AND s.workspace IS NULL AND {s_live}"
+        f" UNION ALL SELECT 'o', o.fact FROM overrides o WHERE o.workspace = ? AND {o_live}",
+        (workspace, *s_params, workspace, *l_params, *s_params, workspace, *o_params),
     ).fetchall()
-    overrides = conn.execute(
-        f"SELECT o.fact FROM overrides o WHERE o.workspace = ? AND {o_live}",  # noqa: S608
-        (workspace, *o_params),
-    ).fetchall()
+    # In the facts' own order, whatever order the database's UNION produced.
+    subscriptions = sorted(row[1] for row in rows if row[0] == "s")
+    overrides = sorted(row[1] for row in rows if row[0] == "o")
     return WorkspaceFacts(
         workspace_id=workspace,
-        subscriptions=tuple(codec.subscription(row[0]) for row in subscriptions),
-        overrides=tuple(codec.override(row[0]) for row in overrides),
-        enforcement=read_enforcement(conn, settings, as_of),
+        subscriptions=tuple(codec.subscription(fact) for fact in subscriptions),
+        overrides=tuple(codec.override(fact) for fact in overrides),
+        enforcement=enforcement or read_enforcement(conn, settings, as_of),
         as_of_seq=seq,
         quarantined=read_quarantined(conn, workspace, as_of, seq) if with_quarantine else (),
     )
@@ -269,6 +286,9 @@ class ProjectionStore:
     _BEGIN_READ = "BEGIN"
     # The checkpoint, read (and in PostgreSQL row-locked) inside an apply.
     _CHECKPOINT_FOR_APPLY = "SELECT seq, skipped FROM checkpoint"
+    # Apply a batch without a savepoint per event first, and only when an event fails,
+    # again with them (where a statement is a round trip, savepoints double the cost).
+    _FAST_APPLY = False
     conn: Any
 
     def __init__(
@@ -391,6 +411,61 @@ class ProjectionStore:
             ).fetchall()
         return [QuarantineRow(*row) for row in rows]
 
+    def changes_after(self, cursor: tuple[int, int], limit: int) -> list[ChangeRow]:
+        """The changes past `cursor`, oldest first, at most `limit`."""
+        seq, k = cursor
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, k, workspace, at, cause, state FROM changes"
+                " WHERE seq > ? OR (seq = ? AND k > ?) ORDER BY seq, k LIMIT ?",
+                (seq, seq, k, limit),
+            ).fetchall()
+        return [ChangeRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+    def last_cursor(self) -> tuple[int, int]:
+        """The cursor of the newest change, or the start when there is none."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT seq, k FROM changes ORDER BY seq DESC, k DESC LIMIT 1"
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else START
+
+    def fire_due(self, until_us: int) -> int:
+        """Write the changes time alone makes by `until_us` (the idle projector's clock), as of
+        the checkpoint, in one transaction with it locked. Returns how many timers fired.
+
+        The caller passes an instant before the first event not yet applied was
+        received, so that a replay, which fires them while applying events,
+        writes them at the same position.
+        """
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute(self._BEGIN_WRITE)
+                checkpoint, _ = conn.execute(self._CHECKPOINT_FOR_APPLY).fetchone()
+                facts = SqliteFacts(conn, self._settings)
+                fired = fire_timers(facts, until_us, int(checkpoint), self._settings)
+                if fired:
+                    self._announce(conn, int(checkpoint))
+                    conn.execute("COMMIT")
+                else:
+                    conn.execute("ROLLBACK")
+            except self._errors as e:
+                with contextlib.suppress(*self._errors):
+                    conn.execute("ROLLBACK")
+                raise StoreUnavailable(str(e)) from e
+            except BaseException:
+                with contextlib.suppress(*self._errors):
+                    conn.execute("ROLLBACK")
+                raise
+        return fired
+
+    def next_timer(self) -> int | None:
+        """When the soonest time rule is due (µs since the epoch); None when none is set."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT min(due_us) FROM timers").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def customers_of(self, workspace: str) -> set[tuple[str, str]]:
         """The (provider, customer) pairs linked to `workspace` now."""
         with self._reading() as conn:
@@ -427,6 +502,8 @@ class ProjectionStore:
                 *conn.execute("SELECT 'e', * FROM enforcement ORDER BY from_seq"),
                 *conn.execute("SELECT 'h', * FROM history ORDER BY workspace, seq"),
                 *conn.execute("SELECT 'q', * FROM quarantine ORDER BY seq"),
+                *conn.execute("SELECT 'f', * FROM changes ORDER BY seq, k"),
+                *conn.execute("SELECT 't', * FROM timers ORDER BY workspace"),
                 *conn.execute("SELECT 'c', seq, skipped FROM checkpoint"),
             ]
 
@@ -474,8 +551,29 @@ class ProjectionStore:
         quarantined and skipped.
         """
         with self._lock:
-            conn = self.conn
-            try:
+            if self._FAST_APPLY:
+                try:
+                    return self._apply_once(events, after, guarded=False)
+                except _EventFailed:
+                    pass  # rolled back: again, each event in a savepoint of its own
+            return self._apply_once(events, after, guarded=True)
+
+    def _prefetch(self, facts: SqliteFacts, events: Sequence[StoredEvent]) -> None:
+        """Read ahead what applying `events` will look up, where a read is a round trip
+        (PostgreSQL); SQLite reads in-process, one at a time, as cheaply."""
+
+    def _batch(self, guarded: bool) -> contextlib.AbstractContextManager[object]:
+        """Around an apply's transaction: nothing here; a pipeline in PostgreSQL's fast path."""
+        return contextlib.nullcontext()
+
+    def _apply_once(self, events: Sequence[StoredEvent], after: int, *, guarded: bool) -> Applied:
+        """One attempt at :meth:`apply`. `guarded`: each event in a SAVEPOINT, so one that
+        fails is quarantined and the batch goes on; unguarded (the fast path, where a
+        round trip per statement is dear), an event that fails rolls the batch back and
+        raises :class:`_EventFailed`, for a guarded attempt to find which one it was."""
+        conn = self.conn
+        try:
+            with self._batch(guarded):
                 conn.execute(self._BEGIN_WRITE)
                 checkpoint, skipped = conn.execute(self._CHECKPOINT_FOR_APPLY).fetchone()
                 if checkpoint < after:
@@ -484,26 +582,24 @@ class ProjectionStore:
                     return Applied(last_seq=checkpoint, applied=0, skipped=0, quarantined=0)
                 applied = quarantined = skipped_now = 0
                 last = checkpoint
-                facts = SqliteFacts(conn, self._settings)
+                facts = SqliteFacts(conn, self._settings, after=checkpoint, buffered=not guarded)
+                self._prefetch(facts, [e for e in events if e.seq > checkpoint])
                 for event in events:
                     if event.seq <= last:
                         continue
                     last = event.seq
-                    # One event's rows stand or fall together: an event that cannot be
-                    # applied is quarantined and the batch goes on; a storage fault ends it.
-                    conn.execute("SAVEPOINT event")
-                    try:
-                        outcome = apply_event(facts, event, self._settings)
-                    except Exception as e:
-                        if self._storage_fault(e) or not blames_the_event(e):
-                            raise
-                        conn.execute("ROLLBACK TO event")
-                        quarantine(facts, event, unapplied_reason(e), self._settings)
-                        outcome = "quarantined"
-                    conn.execute("RELEASE event")
+                    # Time rules due before the event was received fire first, outside its
+                    # savepoint: they stand whatever becomes of the event.
+                    fire_timers(facts, iso_to_us(event.received_at), event.seq - 1, self._settings)
+                    outcome = (
+                        self._apply_guarded(conn, facts, event)
+                        if guarded
+                        else self._apply_unguarded(facts, event)
+                    )
                     applied += outcome == "applied"
                     skipped_now += outcome == "skipped"
                     quarantined += outcome == "quarantined"
+                facts.flush()
                 conn.execute(
                     "UPDATE checkpoint SET seq = ?, skipped = ?", (last, skipped + skipped_now)
                 )
@@ -511,20 +607,54 @@ class ProjectionStore:
                 if self._before_commit is not None:
                     self._before_commit()
                 conn.execute("COMMIT")
-                for event, reason in facts.quarantined:
-                    log_quarantined(event, reason)
-            except self._errors as e:
-                # A storage fault, or one while undoing an event: nothing of the batch stays.
-                with contextlib.suppress(*self._errors):
-                    conn.execute("ROLLBACK")
+            for event, reason in facts.quarantined:
+                log_quarantined(event, reason)
+        except Exception as e:
+            # Nothing of the batch stays, whatever went wrong.
+            with contextlib.suppress(*self._errors):
+                conn.execute("ROLLBACK")
+            if isinstance(e, self._errors):
+                if not guarded and not self._storage_fault(e):
+                    # A value one of the events wrote, refused where a pipeline reports it.
+                    raise _EventFailed from e
+                # A storage fault, or one while undoing an event.
                 raise StoreUnavailable(str(e)) from e
-            except BaseException:
-                # Not an event's doing (out of memory, an interrupt, the before-commit hook):
-                # nothing of the batch stays, the lock goes.
-                with contextlib.suppress(*self._errors):
-                    conn.execute("ROLLBACK")
-                raise
+            raise
+        except BaseException:
+            # Not an event's doing (an interrupt, the before-commit hook's exit): nothing
+            # of the batch stays, the lock goes.
+            with contextlib.suppress(*self._errors):
+                conn.execute("ROLLBACK")
+            raise
         return Applied(last_seq=last, applied=applied, skipped=skipped_now, quarantined=quarantined)
+
+    def _apply_unguarded(self, facts: SqliteFacts, event: StoredEvent) -> str:
+        try:
+            return apply_event(facts, event, self._settings)
+        except Exception as e:
+            if self._storage_fault(e) or not blames_the_event(e):
+                raise
+            raise _EventFailed from e
+
+    def _apply_guarded(self, conn: Any, facts: SqliteFacts, event: StoredEvent) -> str:
+        """Apply one event in a SAVEPOINT: its rows stand or fall together. An event that
+        cannot be applied is quarantined and the batch goes on; a storage fault ends it."""
+        conn.execute("SAVEPOINT event")
+        try:
+            outcome = apply_event(facts, event, self._settings)
+        except Exception as e:
+            if self._storage_fault(e) or not blames_the_event(e):
+                raise
+            conn.execute("ROLLBACK TO event")
+            facts.forget(event.seq)
+            quarantine(facts, event, unapplied_reason(e), self._settings)
+            outcome = "quarantined"
+        conn.execute("RELEASE event")
+        return outcome
+
+
+class _EventFailed(Exception):
+    """An event failed in an unguarded apply: the batch was rolled back."""
 
 
 # Every table a swap copies, checkpoint last.
@@ -535,6 +665,8 @@ TABLES = (
     "enforcement",
     "history",
     "quarantine",
+    "changes",
+    "timers",
     "checkpoint",
 )
 
@@ -602,22 +734,147 @@ def _copy_into_attached(conn: sqlite3.Connection, before_commit: Callable[[], No
 class SqliteFacts:
     """The :class:`~projections.applier.Facts` port over an open write transaction."""
 
-    def __init__(self, conn: Any, settings: Settings) -> None:
+    def __init__(
+        self, conn: Any, settings: Settings, *, after: int | None = None, buffered: bool = False
+    ) -> None:
+        """`after`: the checkpoint the transaction started from, when known: no change sits
+        past it yet, so numbering one there needs no read. `buffered`: history rows,
+        changes and timers, which nothing in the batch reads back from the database, are
+        written together by :meth:`flush` (a statement each, not one per event); only
+        where the whole batch stands or falls together, since a savepoint would not
+        undo what is buffered."""
         self._conn = conn
         self._settings = settings
+        self._after = after
+        self._buffered = buffered
+        self._history_rows: list[tuple[object, ...]] = []
+        self._change_rows: list[tuple[object, ...]] = []
+        self._timer_writes: dict[str, int | None] = {}
         # (event, reason) of each quarantine: the store logs them once committed.
         self.quarantined: list[tuple[StoredEvent, str]] = []
+        # Read once per batch, kept up to date by this batch's own writes (a statement
+        # saved per event; where a statement is a round trip, that counts).
+        self._enforcement: str | None = None
+        self._last_history: dict[str, tuple[str, str, str] | None] = {}
+        self._subs: dict[tuple[str, str], SubscriptionFact | None] = {}
+        self._links: dict[tuple[str, str], LinkFact | None] = {}
+        self._last_change: dict[str | None, str | None] = {}
+        self._next_k: dict[int, int] = {}
+        self._timers: dict[str, int | None] = {}
+        # The soonest timer, once read: most events then need no look at the timers.
+        self._next_due: int | None = None
+        self._next_due_known = False
+
+    def forget(self, seq: int) -> None:
+        """Drop what was kept: the event at `seq`, which may have written it, was rolled
+        back (to its savepoint: what earlier events and timers wrote stands)."""
+        self._enforcement = None
+        self._last_history.clear()
+        self._subs.clear()
+        self._links.clear()
+        self._last_change.clear()
+        for written in [n for n in self._next_k if n >= seq]:
+            del self._next_k[written]
+        self._timers.clear()
+        self._next_due_known = False
+
+    def seed(
+        self,
+        subscriptions: dict[tuple[str, str], SubscriptionFact | None],
+        links: dict[tuple[str, str], LinkFact | None],
+    ) -> None:
+        """Take current rows read ahead (None: known to be absent)."""
+        self._subs.update(subscriptions)
+        self._links.update(links)
+
+    def seed_last(
+        self,
+        history: dict[str, tuple[str, str, str] | None],
+        changes: dict[str, str | None],
+        timers: dict[str, int | None],
+    ) -> None:
+        """Take workspaces' last history states, last change states and timers read ahead
+        (a timer left as it was then costs no statement)."""
+        self._last_history.update(history)
+        self._last_change.update(changes)
+        self._timers.update(timers)
+
+    def enforcement_mode(self) -> str:
+        if self._enforcement is None:
+            self._enforcement = read_enforcement(self._conn, self._settings, None)
+        return self._enforcement
+
+    def last_change(self, workspace: str | None) -> str | None:
+        if workspace in self._last_change:
+            return self._last_change[workspace]
+        where = "workspace IS NULL" if workspace is None else "workspace = ?"
+        row = self._conn.execute(
+            f"SELECT state FROM changes WHERE {where} ORDER BY seq DESC, k DESC LIMIT 1",  # noqa: S608
+            () if workspace is None else (workspace,),
+        ).fetchone()
+        state = str(row[0]) if row else None
+        self._last_change[workspace] = state
+        return state
+
+    def add_change(self, seq: int, workspace: str | None, at: str, cause: str, state: str) -> None:
+        k = self._next_k.get(seq)
+        if k is None and self._after is not None and seq > self._after:
+            k = 0
+        if k is None:
+            row = self._conn.execute(
+                "SELECT coalesce(max(k) + 1, 0) FROM changes WHERE seq = ?", (seq,)
+            ).fetchone()
+            k = int(row[0])
+        self._next_k[seq] = k + 1
+        self._last_change[workspace] = state
+        self._change_rows.append((seq, k, workspace, at, cause, state))
+        if not self._buffered:
+            self.flush()
+
+    def set_timer(self, workspace: str, due_us: int | None) -> None:
+        if workspace in self._timers and self._timers[workspace] == due_us:
+            return
+        self._timers[workspace] = due_us
+        self._timer_writes[workspace] = due_us
+        if not self._buffered:
+            self.flush()
+        if due_us is None:
+            return
+        if self._next_due_known and (self._next_due is None or due_us < self._next_due):
+            self._next_due = due_us
+
+    def due_timers(self, until_us: int) -> list[tuple[str, int]]:
+        if self._next_due_known and (self._next_due is None or self._next_due > until_us):
+            return []
+        self.flush()  # the timers set so far, where the query below looks
+        rows = self._conn.execute(
+            "SELECT workspace, due_us FROM timers WHERE due_us <= ? ORDER BY due_us, workspace",
+            (until_us,),
+        ).fetchall()
+        later = self._conn.execute(
+            "SELECT min(due_us) FROM timers WHERE due_us > ?", (until_us,)
+        ).fetchone()
+        # The caller resets each due timer (set_timer), which lowers this if need be.
+        self._next_due = None if later is None or later[0] is None else int(later[0])
+        self._next_due_known = True
+        return [(str(w), int(due)) for w, due in rows]
 
     def subscription(self, provider: str, id: str) -> SubscriptionFact | None:
+        key = (provider, id)
+        if key in self._subs:
+            return self._subs[key]
         row = self._conn.execute(
             "SELECT fact FROM subscriptions WHERE provider = ? AND id = ? AND to_seq IS NULL",
-            (provider, id),
+            key,
         ).fetchone()
-        return codec.subscription(row[0]) if row else None
+        found = codec.subscription(row[0]) if row else None
+        self._subs[key] = found
+        return found
 
     def put_subscription(
         self, fact: SubscriptionFact, previous: SubscriptionFact | None, seq: int
     ) -> None:
+        self._subs[(fact.provider, fact.id)] = fact
         if previous is not None:
             self._close("subscriptions", "provider = ? AND id = ?", (fact.provider, fact.id), seq)
         self._conn.execute(
@@ -634,14 +891,20 @@ class SqliteFacts:
         )
 
     def link(self, provider: str, customer: str) -> LinkFact | None:
+        key = (provider, customer)
+        if key in self._links:
+            return self._links[key]
         row = self._conn.execute(
             "SELECT workspace, time_us, seq FROM links"
             " WHERE provider = ? AND customer = ? AND to_seq IS NULL",
-            (provider, customer),
+            key,
         ).fetchone()
-        return LinkFact(provider, customer, *row) if row else None
+        found = LinkFact(provider, customer, *row) if row else None
+        self._links[key] = found
+        return found
 
     def put_link(self, fact: LinkFact, previous: LinkFact | None, seq: int) -> None:
+        self._links[(fact.provider, fact.customer)] = fact
         if previous is not None:
             self._close(
                 "links", "provider = ? AND customer = ?", (fact.provider, fact.customer), seq
@@ -672,24 +935,37 @@ class SqliteFacts:
         self._conn.execute(
             "INSERT INTO enforcement (from_seq, fact) VALUES (?, ?)", (seq, codec.dumps(fact))
         )
+        self._enforcement = fact.mode
 
     def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
         # For the history only, which quarantined events never change.
-        return read_facts(self._conn, self._settings, workspace, None, seq, with_quarantine=False)
+        if self._enforcement is None:
+            self._enforcement = read_enforcement(self._conn, self._settings, None)
+        return read_facts(
+            self._conn,
+            self._settings,
+            workspace,
+            None,
+            seq,
+            with_quarantine=False,
+            enforcement=self._enforcement,
+        )
 
     def last_history(self, workspace: str) -> tuple[str, str, str] | None:
+        if workspace in self._last_history:
+            return self._last_history[workspace]
         row = self._conn.execute(
             "SELECT tier, source, status FROM history"
             " WHERE workspace = ? ORDER BY seq DESC LIMIT 1",
             (workspace,),
         ).fetchone()
-        return (row[0], row[1], row[2]) if row else None
+        last = (row[0], row[1], row[2]) if row else None
+        self._last_history[workspace] = last
+        return last
 
     def add_history(self, workspace: str, event: StoredEvent, state: tuple[str, str, str]) -> None:
-        self._conn.execute(
-            "INSERT INTO history"
-            " (workspace, seq, at, provider, type, event_id, tier, source, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._last_history[workspace] = state
+        self._history_rows.append(
             (
                 workspace,
                 event.seq,
@@ -698,8 +974,41 @@ class SqliteFacts:
                 event.type,
                 event.event_id,
                 *state,
-            ),
+            )
         )
+        if not self._buffered:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the history rows, changes and timers held back (see `buffered`)."""
+        if self._history_rows:
+            self._conn.executemany(
+                "INSERT INTO history"
+                " (workspace, seq, at, provider, type, event_id, tier, source, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._history_rows,
+            )
+            self._history_rows = []
+        if self._change_rows:
+            self._conn.executemany(
+                "INSERT INTO changes (seq, k, workspace, at, cause, state)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                self._change_rows,
+            )
+            self._change_rows = []
+        if self._timer_writes:
+            # The last value each workspace's timer took: no earlier one matters.
+            cleared = [(w,) for w, due in self._timer_writes.items() if due is None]
+            set_to = [(w, due) for w, due in self._timer_writes.items() if due is not None]
+            if cleared:
+                self._conn.executemany("DELETE FROM timers WHERE workspace = ?", cleared)
+            if set_to:
+                self._conn.executemany(
+                    "INSERT INTO timers (workspace, due_us) VALUES (?, ?)"
+                    " ON CONFLICT (workspace) DO UPDATE SET due_us = excluded.due_us",
+                    set_to,
+                )
+            self._timer_writes = {}
 
     def quarantine(self, event: StoredEvent, error: str, subject: EventSubject) -> None:
         # An upsert both SQLite and PostgreSQL read: a retried event's newer reason wins.

@@ -12,8 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from billhook.config import Settings
+from billhook.domain.times import iso_to_us, to_us
 from billhook.errors import LogUnavailable, StoreUnavailable
 from billhook.log.backend import Log
 from billhook.projections.projector import catch_up, log_batch
@@ -22,6 +24,11 @@ from billhook.runners.replay import rebuild_if_outdated
 from billhook.runners.thin import ThinFollower
 
 logger = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
 
 # How often the projector looks at the log even without a wake-up.
 POLL_INTERVAL_S = 1.0
@@ -42,8 +49,11 @@ class EmbeddedProjector:
         settings: Settings,
         *,
         interval_s: float = POLL_INTERVAL_S,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """`clock`: when time rules fire (the change feed's changes no event causes)."""
         self._log = log
+        self._clock = clock
         self._settings = settings
         self._store = store
         self._interval_s = interval_s
@@ -80,6 +90,7 @@ class EmbeddedProjector:
             self._wake.clear()
             try:
                 result = catch_up(self._log, self._store, on_batch=log_batch)
+                fire_due(self._log, self._store, self._clock())
             except (LogUnavailable, StoreUnavailable) as e:
                 logger.warning(
                     "projector", extra={"fields": {"outcome": "unavailable", "error": str(e)}}
@@ -95,6 +106,20 @@ class EmbeddedProjector:
                 continue
             if result.applied or result.skipped or result.quarantined:
                 time.sleep(MIN_GAP_S)
+
+
+def fire_due(log: Log, store: ProjectionStore, now: datetime) -> int:
+    """Fire the time rules due by `now`, or by just before the first event not yet
+    projected was received (a replay fires those while applying that event, at the same
+    position). Cheap when nothing is due: one read."""
+    due = store.next_timer()
+    if due is None or due > to_us(now):
+        return 0
+    until = to_us(now)
+    pending = log.received_after(store.checkpoint())
+    if pending is not None:
+        until = min(until, iso_to_us(pending) - 1)
+    return store.fire_due(until) if due <= until else 0
 
 
 async def wait_until_projected(store: ProjectionStore, seq: int, wake: Callable[[], None]) -> None:

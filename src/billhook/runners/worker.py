@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 
 import dramatiq
@@ -23,6 +24,7 @@ from billhook.projections.store import ProjectionStore
 from billhook.providers.clients import sources
 from billhook.runners.actors import PROJECTIONS_QUEUE, REFRESH_QUEUE, Runtime, declare
 from billhook.runners.broker import make_broker
+from billhook.runners.embedded import fire_due
 from billhook.runners.faults import crash_point
 from billhook.runners.replay import rebuild_if_outdated
 from billhook.runners.thin import RedisLease, ThinFollower
@@ -39,6 +41,8 @@ WORKER_TIMEOUT_MS = 100
 def _catch_up(log: Log, store: ProjectionStore) -> None:
     try:
         catch_up(log, store, on_batch=log_batch)
+        # The change feed's changes no event causes: time rules due by now.
+        fire_due(log, store, datetime.now(UTC))
     except (LogUnavailable, StoreUnavailable) as e:
         logger.warning("catch-up", extra={"fields": {"outcome": "unavailable", "error": str(e)}})
 

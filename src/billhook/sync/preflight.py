@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from billhook.config import (
     ENFORCEMENT_MODES,
+    INTERVALS,
     PriceMapping,
     ProductMapping,
     Settings,
@@ -36,8 +37,6 @@ from billhook.providers.clients import ProviderError, sources
 from billhook.providers.polar.client import PolarSource
 from billhook.providers.stripe.client import StripeSource
 
-# The billing intervals every paid tier must be sold in.
-REQUIRED_INTERVALS = ("month", "year")
 # Stripe webhook endpoint secrets start with this.
 STRIPE_SIGNING_PREFIX = "whsec_"
 # Stripe API key prefixes each mode accepts: secret and restricted keys.
@@ -276,35 +275,43 @@ def tier_pricing(
     prices: Mapping[str, PriceMapping],
     products: Mapping[str, ProductMapping],
 ) -> Check:
-    """Whether a paid tier can be bought monthly and yearly.
+    """Which intervals a paid tier is sold in, per provider; this line always passes.
 
-    A tier with any Stripe price must have Stripe prices for every interval in
-    REQUIRED_INTERVALS. A tier with no Stripe price but Polar products must
-    have Polar products configured with each of those intervals (a product
-    mapping without `interval` counts for none, since offline it is unknown).
-    A tier neither provider sells passes: only overrides grant it (an
-    enterprise tier sold by contract).
+    Selling a tier monthly only or yearly only is legitimate (an enterprise
+    tier with a yearly price alone), so nothing is required of the intervals.
+    What can be wrong with a mapping fails elsewhere: a tier that does not
+    exist on the `tiers` line (and when the config loads), a price or product
+    the provider lacks or bills at another interval on the `--online` lines.
+    A Polar product mapped without `interval` is counted apart, since its
+    interval is known only online. A tier neither provider sells is granted by
+    overrides only (an enterprise tier sold by contract).
     """
     name = f"tier {tier}"
-    stripe = {pid: m.interval for pid, m in prices.items() if m.tier == tier}
-    polar = {pid: m.interval for pid, m in products.items() if m.tier == tier}
+    stripe = [m.interval for m in prices.values() if m.tier == tier]
+    polar = [m.interval for m in products.values() if m.tier == tier]
+    parts = []
     if stripe:
-        return _coverage(name, "Stripe price", set(stripe.values()), "")
+        parts.append(_sold("Stripe price", len(stripe), set(stripe)))
     if polar:
-        untyped = sum(interval is None for interval in polar.values())
-        note = "sold on Polar only"
-        if untyped:
-            note += f"; {_plural(untyped, 'product')} without a configured interval"
-        intervals = {i for i in polar.values() if i is not None}
-        return _coverage(name, "Polar product", intervals, f" ({note})")
-    return Check(True, name, "not sold through Stripe or Polar; only overrides grant it")
+        typed = {i for i in polar if i is not None}
+        untyped = polar.count(None)
+        if typed:
+            part = _sold("Polar product", len(polar) - untyped, typed)
+            if untyped:
+                part += f", {untyped} more without a configured interval"
+        else:
+            part = f"{_plural(untyped, 'Polar product')} without a configured interval"
+        parts.append(part)
+    if not parts:
+        return Check(True, name, "not sold through Stripe or Polar; only overrides grant it")
+    return Check(True, name, "; ".join(parts))
 
 
-def _coverage(name: str, unit: str, intervals: set[str], note: str) -> Check:
-    missing = [i for i in REQUIRED_INTERVALS if i not in intervals]
-    if missing:
-        return Check(False, name, f"no {unit} for {' or '.join(missing)}{note}")
-    return Check(True, name, f"{unit}s for {' and '.join(REQUIRED_INTERVALS)}{note}")
+def _sold(unit: str, count: int, intervals: set[str]) -> str:
+    """`Stripe prices for month and year`, `Stripe price for year only`."""
+    sold = [i for i in INTERVALS if i in intervals]
+    span = f"{sold[0]} only" if len(sold) == 1 else f"{', '.join(sold[:-1])} and {sold[-1]}"
+    return f"{unit if count == 1 else unit + 's'} for {span}"
 
 
 # -- online -----------------------------------------------------------------------------
