@@ -291,10 +291,21 @@ class BulkConnection(Connection, Protocol):
     def close(self) -> None: ...
 
 
+# Each table's columns, in the order of its INSERT above (what a COPY writes).
+_COLUMNS = {
+    table: tuple(c.strip() for c in sql.split("(", 1)[1].split(")", 1)[0].split(","))
+    for table, sql in _INSERTS.items()
+}
+
+
 def _flush(conn: BulkConnection, rows: dict[str, list[tuple[object, ...]]]) -> None:
     for table, batch in rows.items():
         if batch:
-            conn.executemany(_INSERTS[table], batch)
+            if isinstance(conn, PgConnection):
+                # PostgreSQL's bulk path: COPY, not a statement per row.
+                conn.copy_rows(table, _COLUMNS[table], batch)
+            else:
+                conn.executemany(_INSERTS[table], batch)
             batch.clear()
 
 
