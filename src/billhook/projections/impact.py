@@ -28,7 +28,8 @@ from psycopg import sql as pgsql
 
 from billhook.config import Settings
 from billhook.errors import StoreUnavailable
-from billhook.log.postgres import _reason, session_settings
+from billhook.log.postgres import _reason, create_schema, session_settings
+from billhook.projections.postgres import translate
 
 # The PostgreSQL schema of the impact counts (the log's is `billhook`).
 IMPACT_SCHEMA = "billhook_impact"
@@ -99,7 +100,39 @@ class ImpactStore(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteImpactStore:
+class _Counts:
+    """The reads and writes both stores share, over their own `_run` and `_query`."""
+
+    def _run(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        raise NotImplementedError
+
+    def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def add(self, blocked: Sequence[BlockedCount], seen: Sequence[SeenCount]) -> None:
+        self._run([(_ADD_BLOCKED, blocked), (_ADD_SEEN, seen)])
+
+    def drop_before(self, day: str) -> None:
+        self._run(
+            [
+                ("DELETE FROM blocked WHERE day < ?", [(day,)]),
+                ("DELETE FROM seen WHERE day < ?", [(day,)]),
+            ]
+        )
+
+    def blocked(self, since: str) -> list[Blocked]:
+        return [Blocked(w, a, r, int(n)) for w, a, r, n in self._query(_BLOCKED, (since,))]
+
+    def seen(self, since: str) -> dict[str, int]:
+        return {w: int(n) for w, n in self._query(_SEEN, (since,))}
+
+    def days(self) -> tuple[str | None, str | None]:
+        """The first and last day any check is counted for (None, None when none is)."""
+        first, last = self._query(_DAYS, ())[0]
+        return first, last
+
+
+class SqliteImpactStore(_Counts):
     """`data_dir/impact.db`; one connection shared under a lock (flush thread, readers)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
@@ -137,34 +170,12 @@ class SqliteImpactStore:
             except sqlite3.Error as e:
                 raise StoreUnavailable(f"impact store {self.path}: {e}") from e
 
-    def add(self, blocked: Sequence[BlockedCount], seen: Sequence[SeenCount]) -> None:
-        self._run([(_ADD_BLOCKED, blocked), (_ADD_SEEN, seen)])
-
-    def drop_before(self, day: str) -> None:
-        self._run(
-            [
-                ("DELETE FROM blocked WHERE day < ?", [(day,)]),
-                ("DELETE FROM seen WHERE day < ?", [(day,)]),
-            ]
-        )
-
-    def blocked(self, since: str) -> list[Blocked]:
-        return [Blocked(w, a, r, int(n)) for w, a, r, n in self._query(_BLOCKED, (since,))]
-
-    def seen(self, since: str) -> dict[str, int]:
-        return {w: int(n) for w, n in self._query(_SEEN, (since,))}
-
-    def days(self) -> tuple[str | None, str | None]:
-        """The first and last day any check is counted for (None, None when none is)."""
-        first, last = self._query(_DAYS, ())[0]
-        return first, last
-
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
 
-class PostgresImpactStore:
+class PostgresImpactStore(_Counts):
     """The schema `billhook_impact`; one autocommit connection under a lock, opened (and
     the schema created) on first use and reopened when the database dropped it, so a
     server starts while the database is down, as with the log."""
@@ -183,12 +194,15 @@ class PostgresImpactStore:
                     self._url, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
                 )
                 session_settings(conn, lock_timeout_s=self._timeout_s)
-                schema = pgsql.Identifier(IMPACT_SCHEMA)
-                with conn.transaction():
-                    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-                    conn.execute(pgsql.SQL("SET search_path = {}").format(schema))
-                    for statement in _TABLES:
-                        conn.execute(statement)
+                # One process at a time, as the log's and the projection's schemas are made.
+                create_schema(
+                    conn,
+                    f"CREATE SCHEMA IF NOT EXISTS {IMPACT_SCHEMA};"
+                    f" SET LOCAL search_path = {IMPACT_SCHEMA}; " + "; ".join(_TABLES),
+                )
+                conn.execute(
+                    pgsql.SQL("SET search_path = {}").format(pgsql.Identifier(IMPACT_SCHEMA))
+                )
             except psycopg.Error as e:
                 raise StoreUnavailable(f"impact store: {_reason(e)}") from e
             self._conn = conn
@@ -201,7 +215,7 @@ class PostgresImpactStore:
                 with conn.transaction(), conn.cursor() as cursor:
                     for statement, rows in statements:
                         if rows:
-                            cursor.executemany(_pg(statement), rows)
+                            cursor.executemany(translate(statement), rows)
             except psycopg.Error as e:
                 raise StoreUnavailable(f"impact store: {_reason(e)}") from e
 
@@ -209,40 +223,14 @@ class PostgresImpactStore:
         with self._lock:
             conn = self._connection()
             try:
-                return conn.execute(_pg(statement), params).fetchall()
+                return conn.execute(translate(statement), params).fetchall()
             except psycopg.Error as e:
                 raise StoreUnavailable(f"impact store: {_reason(e)}") from e
-
-    def add(self, blocked: Sequence[BlockedCount], seen: Sequence[SeenCount]) -> None:
-        self._run([(_ADD_BLOCKED, blocked), (_ADD_SEEN, seen)])
-
-    def drop_before(self, day: str) -> None:
-        self._run(
-            [
-                ("DELETE FROM blocked WHERE day < ?", [(day,)]),
-                ("DELETE FROM seen WHERE day < ?", [(day,)]),
-            ]
-        )
-
-    def blocked(self, since: str) -> list[Blocked]:
-        return [Blocked(w, a, r, int(n)) for w, a, r, n in self._query(_BLOCKED, (since,))]
-
-    def seen(self, since: str) -> dict[str, int]:
-        return {w: int(n) for w, n in self._query(_SEEN, (since,))}
-
-    def days(self) -> tuple[str | None, str | None]:
-        first, last = self._query(_DAYS, ())[0]
-        return first, last
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-
-
-def _pg(statement: str) -> Any:
-    # The statements are constants with `?` placeholders and no literal `?` or `%`.
-    return statement.replace("?", "%s")
 
 
 def impact_path(settings: Settings) -> Path:

@@ -41,6 +41,7 @@ from billhook.projections import codec
 from billhook.projections.store import (
     DEFAULT_BUSY_TIMEOUT_S,
     PROJECTION_VERSION,
+    TABLES,
     ProjectionStore,
     SqliteFacts,
 )
@@ -175,18 +176,6 @@ PREFETCH_CHANGES = (
     " WHERE workspace = ANY(%s::text[]) ORDER BY workspace, seq DESC, k DESC"
 )
 PREFETCH_TIMERS = "SELECT workspace, due_us FROM timers WHERE workspace = ANY(%s::text[])"
-# Every table of the schema, for the swap's locks.
-TABLES = (
-    "subscriptions",
-    "links",
-    "overrides",
-    "enforcement",
-    "history",
-    "quarantine",
-    "changes",
-    "timers",
-    "checkpoint",
-)
 
 
 @dataclass(frozen=True)
