@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 from billhook.domain.records import EventRecord, StoredEvent
 from billhook.domain.times import iso_utc
 from billhook.errors import LogUnavailable
+from billhook.log.queries import EventQueries
 from billhook.log.sqlite import DEFAULT_BUSY_TIMEOUT_S, Appended
 
 # The schema that holds the log; projections have their own (billhook.projections.postgres).
@@ -119,8 +120,8 @@ INSERT INTO billhook.log_meta (id, version) VALUES (1, 2)
     ON CONFLICT (id) DO UPDATE SET version = excluded.version;
 """
 
-_COLUMNS = "seq, provider, event_id, type, livemode, occurred_at, received_at, payload"
-_SELECT = f"SELECT {_COLUMNS} FROM {LOG_SCHEMA}.events"  # noqa: S608
+# The reads of `get`, `find` and `read` (shared with the SQLite log).
+_QUERIES = EventQueries(f"{LOG_SCHEMA}.events", "%s")
 _LOCK = f"LOCK TABLE {LOG_SCHEMA}.events IN EXCLUSIVE MODE"
 # Binary parameters (%b): text arrays in text format escape every payload with a regex per
 # element, a third of the writer's time.
@@ -389,17 +390,12 @@ class PostgresEventLog:
         )
 
     def get(self, seq: int) -> StoredEvent | None:
-        rows = self._rows(_SELECT + " WHERE seq = %s", (seq,))
+        rows = self._rows(*_QUERIES.get(seq))
         return rows[0] if rows else None
 
     def find(self, event_id: str, provider: str | None = None) -> list[StoredEvent]:
         """Every event with this provider event id (one per provider at most)."""
-        sql = _SELECT + " WHERE event_id = %s"
-        params: tuple[object, ...] = (event_id,)
-        if provider is not None:
-            sql += " AND provider = %s"
-            params += (provider,)
-        return self._rows(sql + " ORDER BY seq", params)
+        return self._rows(*_QUERIES.find(event_id, provider))
 
     def read(
         self,
@@ -412,23 +408,10 @@ class PostgresEventLog:
     ) -> list[StoredEvent]:
         """Events with seq > `after`, oldest first, optionally filtered (as the SQLite log's
         :meth:`~billhook.log.sqlite.EventLog.read`, `payloads_of` included)."""
-        where = ["seq > %s"]
-        params: list[object] = [after]
-        if provider is not None:
-            where.append("provider = %s")
-            params.append(provider)
-        if type is not None:
-            where.append("type = %s")
-            params.append(type)
-        select, select_params = _SELECT, list[object]()
-        if payloads_of is not None:
-            select, select_params = _select_payloads_of(payloads_of)
-        # Only constant fragments are joined; every value is a bound parameter.
-        sql = select + " WHERE " + " AND ".join(where) + " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-        return self._rows(sql, (*select_params, *params))
+        query = _QUERIES.read(
+            after=after, limit=limit, provider=provider, type=type, payloads_of=payloads_of
+        )
+        return self._rows(*query)
 
     def _rows(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
         return [StoredEvent(*row) for row in self._fetch(sql, params)]
@@ -440,22 +423,6 @@ class PostgresEventLog:
                 return rows
         except psycopg.Error as e:
             raise LogUnavailable(_reason(e)) from e
-
-
-def _select_payloads_of(payloads_of: Mapping[str, Collection[str]]) -> tuple[str, list[object]]:
-    """A SELECT whose payload column is empty except for the given provider types."""
-    clauses: list[str] = []
-    params: list[object] = []
-    for provider, types in sorted(payloads_of.items()):
-        clauses.append("(provider = %s AND type = ANY(%s::text[]))")
-        params += [provider, sorted(types)]
-    condition = " OR ".join(clauses) or "false"
-    columns = "seq, provider, event_id, type, livemode, occurred_at, received_at"
-    sql = (
-        f"SELECT {columns}, CASE WHEN {condition} THEN payload ELSE '' END"  # noqa: S608
-        f" FROM {LOG_SCHEMA}.events"
-    )
-    return sql, params
 
 
 def _reason(error: Exception) -> str:

@@ -22,6 +22,7 @@ import sqlite_utils
 from billhook.domain.records import EventRecord, StoredEvent
 from billhook.domain.times import iso_utc
 from billhook.errors import LogUnavailable
+from billhook.log.queries import EventQueries
 
 # Bumped when the schema below changes; stored as PRAGMA user_version. Every statement is
 # IF NOT EXISTS, so opening an older log runs the whole script and adds what it lacks.
@@ -66,23 +67,8 @@ _INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _SEQ_OF = "SELECT seq FROM events WHERE provider = ? AND event_id = ?"
-_SELECT = (
-    "SELECT seq, provider, event_id, type, livemode, occurred_at, received_at, payload FROM events"
-)
-
-
-def _select_payloads_of(payloads_of: Mapping[str, Collection[str]]) -> tuple[str, list[object]]:
-    """A SELECT whose payload column is empty except for the given provider types."""
-    clauses: list[str] = []
-    params: list[object] = []
-    for provider, types in sorted(payloads_of.items()):
-        marks = ", ".join("?" * len(types))
-        clauses.append(f"(provider = ? AND type IN ({marks}))")
-        params += [provider, *sorted(types)]
-    condition = " OR ".join(clauses) or "0"
-    # The condition holds only `?` placeholders; the values are bound parameters.
-    sql = f"SELECT seq, provider, event_id, type, livemode, occurred_at, received_at, CASE WHEN {condition} THEN payload ELSE '' END FROM events"  # noqa: E501, S608
-    return sql, params
+# The reads of `get`, `find` and `read` (shared with the PostgreSQL log).
+_QUERIES = EventQueries("events", "?")
 
 
 @dataclass(frozen=True)
@@ -307,17 +293,12 @@ class EventLog:
         return int(head)
 
     def get(self, seq: int) -> StoredEvent | None:
-        rows = self._rows(_SELECT + " WHERE seq = ?", (seq,))
+        rows = self._rows(*_QUERIES.get(seq))
         return rows[0] if rows else None
 
     def find(self, event_id: str, provider: str | None = None) -> list[StoredEvent]:
         """Every event with this provider event id (one per provider at most)."""
-        sql = _SELECT + " WHERE event_id = ?"
-        params: tuple[object, ...] = (event_id,)
-        if provider is not None:
-            sql += " AND provider = ?"
-            params += (provider,)
-        return self._rows(sql + " ORDER BY seq", params)
+        return self._rows(*_QUERIES.find(event_id, provider))
 
     def read(
         self,
@@ -334,23 +315,10 @@ class EventLog:
         payload; the others come with an empty one. A projector that skips most
         events then never reads their kilobytes.
         """
-        where = ["seq > ?"]
-        params: list[object] = [after]
-        if provider is not None:
-            where.append("provider = ?")
-            params.append(provider)
-        if type is not None:
-            where.append("type = ?")
-            params.append(type)
-        select, select_params = _SELECT, list[object]()
-        if payloads_of is not None:
-            select, select_params = _select_payloads_of(payloads_of)
-        # Only constant fragments are joined; every value is a bound parameter.
-        sql = select + " WHERE " + " AND ".join(where) + " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return self._rows(sql, (*select_params, *params))
+        query = _QUERIES.read(
+            after=after, limit=limit, provider=provider, type=type, payloads_of=payloads_of
+        )
+        return self._rows(*query)
 
     def _rows(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
         return [StoredEvent(*row) for row in self._fetch(sql, params)]
