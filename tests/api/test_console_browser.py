@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright import sync_api
 
 from billhook.api.app import create_app
 from billhook.config import Settings
@@ -32,8 +33,6 @@ from tests.support import unavailable
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 READ = {"Authorization": f"Bearer {READ_TOKEN}"}
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture
