@@ -24,6 +24,7 @@ from bench import (
     feed_lag,
     ingest,
     ingest_latency,
+    outbound,
     pg_ingest_two,
     pg_replay,
     pg_visibility,
@@ -48,6 +49,7 @@ MODULES: tuple[ModuleType, ...] = (
     pg_replay,
     client_check,
     feed_lag,
+    outbound,
 )
 BENCHMARKS = {name: module for module in MODULES for name in module.NAMES}
 DOC = REPO / "docs" / "performance.md"

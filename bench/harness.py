@@ -234,8 +234,9 @@ def serve(command: Sequence[str], log: Path, port: int | None = None) -> Iterato
 
 
 def billhook_command(config: Path, port: int) -> list[str]:
-    """`billhook serve` as the benchmarks run it: warnings only, like the minimal app."""
-    serve = ["serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
+    """`billhook serve` as a user runs it (issue #17): a JSON request line per request at the
+    default level, info, written to the server's log file."""
+    serve = ["serve", "--config", str(config), "--port", str(port), "--log-level", "info"]
     return [sys.executable, "-m", "billhook", *serve]
 
 
@@ -250,12 +251,16 @@ def bench_config(
     token: str | None,
     redis_url: str | None = None,
     storage_url: str | None = None,
+    outbound: Mapping[str, Any] | None = None,
 ) -> Path:
     """work/billhook.toml (data in work/data): one Stripe secret, the test prices, a read token;
-    with `storage_url`, the log and the projections in that PostgreSQL database (SPEC §4a)."""
+    with `storage_url`, the log and the projections in that PostgreSQL database (SPEC §4a);
+    with `outbound`, that `[outbound]` table (its endpoints as `endpoints`, SPEC §6b)."""
     auth = {"api_tokens": [token]} if token else None
     stripe = {"webhook_secrets": [secret]}
-    sections = {"storage": {"url": storage_url}} if storage_url else None
+    sections: dict[str, Any] = {"storage": {"url": storage_url}} if storage_url else {}
+    if outbound is not None:
+        sections["outbound"] = outbound
     return write_config(
         work, stripe=stripe, polar=None, auth=auth, redis_url=redis_url, sections=sections
     )

@@ -22,8 +22,16 @@ from the head (its cursor from `GET /v1/changes?after=now`, taken before the
 first send) on its own connection and notes when each change arrives; a change
 of an event carries the event's `seq`, which its ack gave, so each acked event
 gets `seen_ms` (ack → seen) and `sent_seen_ms` (send → seen), and its change
-is compared with what the event says. Everything measured is printed as one
-JSON object.
+is compared with what the event says.
+
+With `sink` (bench/outbound.py), the load generator's process is also the
+endpoint billhook delivers entitlement webhooks to: an aiohttp.web server on
+`sink.port` that verifies every request with `standardwebhooks` (about 10 µs
+each: cheap enough at these rates), notes when it arrived by `data.seq` (the
+follower's bookkeeping: ack → delivered instead of ack → seen) and answers 204,
+after `sink.delay_s` if given. With `sink.expect` and no load (`rate` 0), it
+only receives until that many distinct `webhook-id`s arrived. Everything
+measured is printed as one JSON object.
 """
 
 # aiohttp is installed by the harness when missing (bench/harness.py `ensure_module`).
@@ -38,11 +46,14 @@ import heapq
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
 import uvloop
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bench.harness import PROBE_WORKSPACE, WEBHOOK_PATH, bearer, mismatch
 from bench.visibility import load_sub
@@ -54,6 +65,12 @@ DRAIN_TIMEOUT_S = 30.0
 SAMPLE_EVERY = 20
 # Failures kept verbatim for the report.
 KEEP_ERRORS = 5
+# The path the sink serves (`[[outbound.endpoints]] url` ends with it).
+SINK_PATH = "/hooks"
+# A sink with nothing to send waits this long for its first delivery (billhook starting,
+# fanning a backlog out), then this long after each one before it gives up on the rest.
+SINK_FIRST_TIMEOUT_S = 120.0
+SINK_IDLE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -90,6 +107,15 @@ class Outcome:
     seen_before_ack: int = 0
     stream_errors: list[str] = field(default_factory=list)
     change_failures: list[str] = field(default_factory=list)
+    # With `sink`: the requests it received (all, refused, a `webhook-id` again), when the
+    # first and the last arrived (perf_counter s), and its process's CPU in between.
+    deliveries: int = 0
+    rejected: int = 0
+    duplicate_ids: int = 0
+    unique_ids: int = 0
+    first_delivery_s: float = 0.0
+    last_delivery_s: float = 0.0
+    sink_cpu_s: float = 0.0
 
     def failed(self, what: str) -> None:
         if len(self.error_samples) < KEEP_ERRORS:
@@ -247,6 +273,102 @@ class Follower:
         self.out.foreign_changes = len(self.seen.keys() - self.acks.keys())
 
 
+class Sink:
+    """The endpoint billhook delivers to: verifies each request, notes it, answers 204.
+
+    `on_change(arrival, data)` sees the `data` (the change) of each verified
+    request; a request that does not verify is answered 400 and counted.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        out: Outcome,
+        on_change: Callable[[float, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.port: int = config["port"]
+        self.delay_s: float = config.get("delay_s", 0.0)
+        self.verifier = Webhook(config["secret"])
+        self.out, self.on_change = out, on_change
+        self.ids: set[str] = set()
+        self.listening = asyncio.Event()
+        self.arrival = asyncio.Event()
+        self._cpu_first = 0.0
+
+    async def hook(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        at = time.perf_counter()
+        self.out.deliveries += 1
+        try:
+            message = self.verifier.verify(body, dict(request.headers))
+            webhook_id = request.headers["webhook-id"]
+            data = message["data"]
+        except (WebhookVerificationError, KeyError, TypeError, ValueError) as e:
+            self.out.rejected += 1
+            self.out.failed(f"delivery refused: {type(e).__name__}")
+            return web.Response(status=400)
+        if not self.ids:
+            self.out.first_delivery_s, self._cpu_first = at, time.process_time()
+        self.out.last_delivery_s = at
+        self.out.sink_cpu_s = time.process_time() - self._cpu_first
+        if webhook_id in self.ids:
+            self.out.duplicate_ids += 1
+        else:
+            self.ids.add(webhook_id)
+            self.out.unique_ids = len(self.ids)
+        if self.on_change is not None:
+            self.on_change(at, data)
+        self.arrival.set()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return web.Response(status=204)
+
+    async def run(self) -> None:
+        """Serve until cancelled; a failure to listen is recorded (and ends the sink)."""
+        app = web.Application()
+        app.router.add_post(SINK_PATH, self.hook)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self.listening.set()
+            await asyncio.Event().wait()
+        except OSError as e:
+            self.out.stream_errors.append(f"the sink could not listen: {e!r}"[:200])
+        finally:
+            self.listening.set()
+            await runner.cleanup()
+
+    async def until(self, expect: int) -> None:
+        """Return once `expect` distinct `webhook-id`s arrived, or none came for a while."""
+        timeout = SINK_FIRST_TIMEOUT_S
+        while len(self.ids) < expect:
+            self.arrival.clear()
+            try:
+                await asyncio.wait_for(self.arrival.wait(), timeout)
+            except TimeoutError:
+                return
+            timeout = SINK_IDLE_TIMEOUT_S
+
+
+async def receive(plan: dict[str, Any], out: Outcome) -> None:
+    """Sink only (no load): receive until `sink.expect` deliveries arrived (the benchmark
+    starts billhook once the sink's port listens)."""
+    sink = Sink(plan["sink"], out)
+    serving = asyncio.create_task(sink.run())
+    await sink.listening.wait()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if not serving.done():
+        await sink.until(int(plan["sink"]["expect"]))
+        # Duplicates come late (an attempt that outlived its timeout); give them a moment.
+        await asyncio.sleep(plan["sink"].get("linger_s", 1.0))
+    serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+    out.load_cpu_s = time.process_time() - cpu0
+    out.load_wall_s = time.perf_counter() - wall0
+
+
 async def deliver(
     session: aiohttp.ClientSession,
     request: tuple[bytes, dict[str, str]],
@@ -305,6 +427,7 @@ async def run(plan: dict[str, Any], out: Outcome) -> None:
         contextlib.AsyncExitStack() as stack,
     ):
         # The stream stays open for the whole run: no timeout of aiohttp's may end it.
+        # With `sink`, the follower's bookkeeping takes its changes from the sink instead.
         stream = (
             await stack.enter_async_context(
                 aiohttp.ClientSession(
@@ -313,16 +436,20 @@ async def run(plan: dict[str, Any], out: Outcome) -> None:
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
                 )
             )
-            if plan.get("follow")
+            if plan.get("follow") or plan.get("sink")
             else None
         )
         watcher = Watcher(plan, reads, out) if plan["watch"] else None
         stop = asyncio.Event()
         watching = asyncio.create_task(watcher.run(stop)) if watcher else None
         follower = Follower(plan, stream, out) if stream is not None else None
-        following = asyncio.create_task(follower.run()) if follower else None
+        sink = Sink(plan["sink"], out, follower.arrived) if follower and plan.get("sink") else None
+        following = (
+            asyncio.create_task(sink.run() if sink else follower.run()) if follower else None
+        )
         if follower is not None:
-            await asyncio.wait_for(follower.connected.wait(), DRAIN_TIMEOUT_S)
+            ready = sink.listening if sink else follower.connected
+            await asyncio.wait_for(ready.wait(), DRAIN_TIMEOUT_S)
         sends: set[asyncio.Task[None]] = set()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         start = wall0 + 0.1
@@ -362,7 +489,8 @@ async def run(plan: dict[str, Any], out: Outcome) -> None:
 
 def main(argv: list[str]) -> int:
     out = Outcome()
-    uvloop.run(run(json.loads(argv[0]), out))
+    plan = json.loads(argv[0])
+    uvloop.run(run(plan, out) if plan.get("rate") else receive(plan, out))
     print(json.dumps(asdict(out)))
     return 0
 

@@ -54,8 +54,10 @@ FIGURES: dict[str, tuple[str | None, str, str]] = {
                "≥ 50 times faster"),
     "feed_lag": ("feed_lag", "Feed lag (commit → change on the stream), p99 at 500 events/s",
                  "< 100 ms"),
-    "outbound": (None, "Outbound: change → delivered p99; deliveries/s to one endpoint",
-                 "< 250 ms; ≥ 1,000/s"),
+    "outbound_latency": ("outbound_latency", "Outbound: change → delivered (ack → delivered),"
+                         " p99 at 500 changes/s", "< 250 ms"),
+    "outbound_throughput": ("outbound_throughput", "Outbound: deliveries/s to one endpoint"
+                            " answering in 20 ms", "≥ 1,000/s"),
 }  # fmt: skip
 # A section's opening marker, alone on its line (the introduction names one in passing).
 FIRST_SECTION = re.compile(r"^<!-- bench:", re.MULTILINE)

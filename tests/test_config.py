@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from billhook.config import (
+    OutboundSettings,
     PriceMapping,
     ProductMapping,
     Secret,
@@ -18,6 +21,8 @@ from billhook.config import (
     resolve_config_path,
 )
 from billhook.errors import ConfigError
+
+WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "billhook.toml"
 
@@ -53,7 +58,7 @@ def test_the_example_config_is_the_defaults_plus_its_maps() -> None:
 def test_example_config_names_every_key_the_parser_knows() -> None:
     """The example is complete: removing any key it sets still parses, adding none is needed."""
     raw = tomllib.loads(EXAMPLE.read_text())
-    assert set(raw) == {"billhook", "tiers", "stripe", "polar", "auth", "redis"}
+    assert set(raw) == {"billhook", "tiers", "stripe", "polar", "auth", "redis", "outbound"}
     assert set(raw["billhook"]) == {
         "mode",
         "data_dir",
@@ -77,6 +82,10 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
     }
     assert set(raw["auth"]) == {"api_tokens", "admin_tokens"}
     assert set(raw["redis"]) == {"url"}
+    # Every [outbound] key but the endpoints, which the example shows commented out.
+    outbound_keys = {f.name for f in msgspec.structs.fields(OutboundSettings)} - {"endpoints"}
+    assert set(raw["outbound"]) == outbound_keys
+    assert load_settings(EXAMPLE, environ={}).outbound == OutboundSettings()
 
 
 @pytest.mark.parametrize(
@@ -220,6 +229,40 @@ def test_example_config_names_every_key_the_parser_knows() -> None:
         ({"auth": {"api_tokens": [1]}}, "auth.api_tokens[0]: expected str, got integer"),
         ({"auth": {"tokens": []}}, "auth.tokens: unknown key"),
         ({"redis": {"url": 6379}}, "redis.url: expected str"),
+        ({"outbound": {"timeout_s": 0}}, "outbound.timeout_s: must be more than 0, got 0"),
+        ({"outbound": {"max_in_flight": 0}}, "outbound.max_in_flight: must be at least 1, got 0"),
+        ({"outbound": {"endpoints": [{"id": "a"}]}}, "outbound.endpoints[0].url: missing"),
+        (
+            {"outbound": {"endpoints": [{"url": "https://a.example/h"}]}},
+            "outbound.endpoints[0]: no secret",
+        ),
+        (
+            {"outbound": {"endpoints": [{"url": "https://a.example/h", "secrets_env": "NOPE"}]}},
+            "outbound.endpoints[0].secrets_env: the environment variable NOPE is not set",
+        ),
+        (
+            {"outbound": {"endpoints": [{"url": "https://a.example/h", "secrets": ["s3cret"]}]}},
+            "outbound.endpoints[0]: a secret is not whsec_ followed by base64",
+        ),
+        (
+            {"outbound": {"endpoints": [{"url": "ftp://a.example/h", "secrets": [WHSEC]}]}},
+            "outbound.endpoints[0].url: must be an http:// or https:// URL",
+        ),
+        (
+            {"outbound": {"endpoints": [{"url": "https://a/h", "id": "a b", "secrets": [WHSEC]}]}},
+            "outbound.endpoints[0].id: letters, digits, _ and - only",
+        ),
+        (
+            {
+                "outbound": {
+                    "endpoints": [
+                        {"url": "https://a/h", "id": "app", "secrets": [WHSEC]},
+                        {"url": "https://b/h", "id": "app", "secrets": [WHSEC]},
+                    ]
+                }
+            },
+            "outbound.endpoints[1]: endpoint 'app' is configured twice",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(raw: dict[str, Any], message: str) -> None:
@@ -227,6 +270,25 @@ def test_invalid_config_names_the_key(raw: dict[str, Any], message: str) -> None
         parse_settings(raw, environ={})
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_outbound_secrets_come_from_the_variable_an_endpoint_names() -> None:
+    other = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    raw = {
+        "outbound": {
+            "endpoints": [
+                {"url": "https://app.example/h", "secrets_env": "APP_HOOK", "secrets": ["x"]},
+                {"url": "https://b.example/h", "id": "b", "secrets": [WHSEC]},
+            ]
+        }
+    }
+    settings = parse_settings(raw, environ={"APP_HOOK": f" {WHSEC} , {other} "})
+    first, second = settings.outbound.endpoints
+    assert [s.reveal() for s in first.secrets] == [WHSEC, other]  # the variable wins
+    assert first.endpoint_id.startswith("cfg_")  # made from the URL, never the URL itself
+    assert "app.example" not in first.endpoint_id
+    assert second.endpoint_id == "b"
+    assert "whsec" not in repr(settings.outbound)
 
 
 def test_tier_order_is_the_file_order() -> None:

@@ -13,6 +13,8 @@ the file.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import tomllib
 import types
@@ -53,6 +55,8 @@ Positive = Annotated[int, Meta(ge=1)]
 MAX_PROBLEM_CHARS = 120
 # How Python names a keyword argument a function does not take (a Redis URL's query).
 _UNKNOWN_ARGUMENT = re.compile(r"unexpected keyword argument '(\w+)'")
+# An outbound endpoint's id, as configured or given out by the admin API.
+ENDPOINT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A string with something besides whitespace in it.
 NonBlank = Annotated[str, Meta(pattern=r"\S")]
 
@@ -150,6 +154,47 @@ class RedisSettings(Struct, frozen=True, forbid_unknown_fields=True):
     url: Secret = NO_SECRET
 
 
+class OutboundEndpoint(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One `[[outbound.endpoints]]`: where billhook sends signed `entitlement.updated`.
+
+    `secrets` are Standard Webhooks secrets (`whsec_` + base64), several during a
+    rotation; `secrets_env` names the environment variable that holds them
+    (comma-separated), which wins over `secrets`. `id` names the endpoint in
+    deliveries, logs and metrics (never its URL); without one it is made from the
+    URL. `workspaces`: only changes about these (empty: every workspace).
+    """
+
+    url: NonBlank
+    id: str = ""
+    secrets_env: str = ""
+    secrets: tuple[Secret, ...] = ()
+    workspaces: tuple[NonBlank, ...] = ()
+
+    @property
+    def endpoint_id(self) -> str:
+        """The id given, or `cfg_` and 12 hex digits of the URL's SHA-256."""
+        if self.id:
+            return self.id
+        return "cfg_" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
+
+
+class OutboundSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[outbound]`: how entitlement webhooks are delivered (SPEC §6b, docs/clients.md)."""
+
+    endpoints: tuple[OutboundEndpoint, ...] = ()
+    # One attempt's limit, connect to last byte of the answer.
+    timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    # How long a change is retried before it is given up (a day).
+    retry_span_s: Positive = 86_400
+    # The first retry's delay; each next one doubles (jittered), up to max_retry_s.
+    first_retry_s: Annotated[float, Meta(gt=0)] = 5.0
+    max_retry_s: Annotated[float, Meta(gt=0)] = 3600.0
+    # Attempts in flight at once to one endpoint (never two for one workspace).
+    max_in_flight: Positive = 64
+    # Delivered and given-up deliveries are kept this long in the delivery log.
+    keep_days: Positive = 14
+
+
 class StorageSettings(Struct, frozen=True, forbid_unknown_fields=True):
     """`[storage]`: empty = SQLite files under data_dir; `postgresql://…` = that database."""
 
@@ -196,6 +241,7 @@ class Settings(Core, frozen=True, kw_only=True, dict=True):
     auth: AuthSettings = field(default_factory=AuthSettings)
     redis_url: Secret = NO_SECRET
     storage_url: Secret = NO_SECRET
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
 
     @cached_property
     def policy(self) -> Policy:
@@ -257,6 +303,7 @@ class _File(Struct, forbid_unknown_fields=True):
     auth: AuthSettings = field(default_factory=AuthSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
 
 
 def resolve_config_path(
@@ -316,6 +363,7 @@ def parse_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
         auth=file.auth,
         redis_url=file.redis.url,
         storage_url=file.storage.url,
+        outbound=_outbound_secrets(file.outbound, environ),
     )
     _cross_check(settings)
     return settings
@@ -365,6 +413,47 @@ def _with_environment(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dic
         if isinstance(table, dict):  # else the table itself is the error to report
             merged[section] = {**table, name: value}
     return merged
+
+
+def _outbound_secrets(outbound: OutboundSettings, environ: Mapping[str, str]) -> OutboundSettings:
+    """Each endpoint with the secrets its `secrets_env` names, checked; raise ConfigError."""
+    endpoints = []
+    seen: set[str] = set()
+    for n, endpoint in enumerate(outbound.endpoints):
+        key = f"outbound.endpoints[{n}]"
+        secrets = endpoint.secrets
+        if endpoint.secrets_env:
+            if endpoint.secrets_env not in environ:
+                raise ConfigError(
+                    f"{key}.secrets_env: the environment variable {endpoint.secrets_env} is not set"
+                )
+            parts = environ[endpoint.secrets_env].split(",")
+            secrets = tuple(Secret(part.strip()) for part in parts if part.strip())
+        if not secrets:
+            raise ConfigError(f"{key}: no secret (set secrets_env to a variable holding whsec_…)")
+        for secret in secrets:
+            if not is_whsec(secret.reveal()):
+                raise ConfigError(f"{key}: a secret is not whsec_ followed by base64")
+        if not re.fullmatch(r"https?://[^\s/]+\S*", endpoint.url):
+            raise ConfigError(f"{key}.url: must be an http:// or https:// URL")
+        if endpoint.id and not ENDPOINT_ID.fullmatch(endpoint.id):
+            raise ConfigError(f"{key}.id: letters, digits, _ and - only, at most 64")
+        if endpoint.endpoint_id in seen:
+            raise ConfigError(f"{key}: endpoint {endpoint.endpoint_id!r} is configured twice")
+        seen.add(endpoint.endpoint_id)
+        endpoints.append(msgspec.structs.replace(endpoint, secrets=secrets))
+    return msgspec.structs.replace(outbound, endpoints=tuple(endpoints))
+
+
+def is_whsec(secret: str) -> bool:
+    """Whether `secret` is a Standard Webhooks secret: `whsec_` and base64 of 24 to 64 bytes."""
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        return False
+    return 24 <= len(key) <= 64
 
 
 def _from_string(kind: type[Any], value: object) -> object:
@@ -446,6 +535,7 @@ _STEP = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")
 _FIELD = re.compile(r"Object (missing required|contains unknown) field `(\w+)`")
 _WRONG_KIND = re.compile(r"Expected `([^`|]+)(?: \| null)?`, got `([^`]+)`")
 _TOO_SMALL = re.compile(r"Expected `\w+` >= (\S+)")
+_NOT_ABOVE = re.compile(r"Expected `\w+` > (\S+)")
 
 
 def _explain(message: str, raw: Mapping[str, Any]) -> str:
@@ -465,6 +555,8 @@ def _explain(message: str, raw: Mapping[str, Any]) -> str:
         detail = f"expected {wanted}, got {_TOML_KINDS.get(m[2], m[2])}"
     elif m := _TOO_SMALL.fullmatch(problem):
         detail = f"must be at least {float(m[1]):g}, got {value}"
+    elif m := _NOT_ABOVE.fullmatch(problem):
+        detail = f"must be more than {float(m[1]):g}, got {value}"
     elif problem.startswith("Invalid enum value"):
         detail = f"expected one of {', '.join(map(repr, get_args(kind)))}, got {value!r}"
     elif "matching regex" in problem:

@@ -31,7 +31,12 @@ from tests.contract import contract_client
 READ_TOKENS = ("read-token-one-0123456789", "read-token-two-0123456789")
 ADMIN_TOKENS = ("admin-token-one-0123456789", "admin-token-two-0123456789")
 # Sample values for the path parameters of `/v1` routes.
-PATH_VALUES = {"workspace_id": "ws_1", "kind": "manual_pilot"}
+PATH_VALUES = {
+    "workspace_id": "ws_1",
+    "kind": "manual_pilot",
+    "endpoint_id": "ep_0123456789abcdef",
+    "delivery_id": "1",
+}
 # Authorization headers that must all be refused with 401.
 REFUSED = {
     "missing": None,

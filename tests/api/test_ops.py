@@ -331,7 +331,15 @@ def test_billhook_worker_logs_one_line_per_applied_batch(
     head = log_head(settings)
     wait_projected(settings, head)
 
-    lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()]
+    def read() -> list[dict[str, Any]]:
+        text = (tmp_path / "worker.log").read_text()
+        return [json.loads(line) for line in text.splitlines()]
+
+    # Lines are written off the logging thread, a few milliseconds after the commit.
+    wait_until(
+        lambda: any(line.get("last_seq") == head for line in read()), 10, "the last batch line"
+    )
+    lines = read()
     # The log it uses, first, as every command that uses one says (issue 12).
     assert {"msg": "event log", "path": str(settings.events_path)}.items() <= lines[0].items()
     batches = [line for line in lines if line["msg"] == "batch"]

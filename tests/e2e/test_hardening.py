@@ -51,7 +51,12 @@ STALLED_BODY = {
     "/v1/workspaces/ws_1/check": f"Authorization: Bearer {READ_TOKEN}\r\n".encode(),
 }
 # Sample values for the path parameters of every route.
-PATH_VALUES = {"workspace_id": "ws_1", "kind": "manual_pilot"}
+PATH_VALUES = {
+    "workspace_id": "ws_1",
+    "kind": "manual_pilot",
+    "endpoint_id": "ep_0123456789abcdef",
+    "delivery_id": "1",
+}
 # The Host a caller makes up; no answer may carry it back.
 FOREIGN_HOST = "evil.example"
 

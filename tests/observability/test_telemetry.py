@@ -2,14 +2,20 @@
 
 A small app with billhook's own exception handlers behind `RequestTelemetry`,
 served by a real uvicorn: a handler that adds fields, one that fails
-unexpectedly on a webhook path and elsewhere, a path no route matches.
+unexpectedly on a webhook path and elsewhere, a path no route matches. Then
+many concurrent requests through `billhook.observability.logs`: as many
+complete JSON lines on stderr, each with every field.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,9 +29,13 @@ from starlette.routing import Mount, Route
 
 from billhook.api.errors import exception_handlers
 from billhook.errors import InvalidAction
+from billhook.observability import logs
 from billhook.observability.metrics import Metrics
 from billhook.observability.telemetry import RequestTelemetry, log_fields, route_templates
 from billhook.testing.servers import serve_in_thread
+
+# Requests in flight at once, and in all, in the concurrency test.
+CONNECTIONS, CONCURRENT = 32, 300
 
 
 class Lines(logging.Handler):
@@ -179,3 +189,47 @@ def test_an_endpoint_serving_two_templates_is_refused() -> None:
     routes = [Route("/a/{x}", annotated), Mount("/b", routes=[Route("/{y}", annotated)])]
     with pytest.raises(ValueError, match=re.escape("one endpoint serves /a/{x} and /b/{y}")):
         route_templates(routes)
+
+
+def test_concurrent_requests_are_as_many_complete_json_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    metrics = Metrics()
+    stderr = tmp_path / "stderr.log"
+
+    async def send_all(url: str) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=CONNECTIONS)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            calls = (client.get(f"/v1/things/th_{n}") for n in range(CONCURRENT))
+            return await asyncio.gather(*calls)
+
+    with stderr.open("w") as out:
+        monkeypatch.setattr(sys, "stderr", out)
+        logs.configure("info")
+        with serve_in_thread(_app(metrics)) as url:
+            answers = asyncio.run(send_all(url))
+        logs.close()
+
+    assert [answer.status_code for answer in answers] == [200] * CONCURRENT
+    # Every line is whole JSON (json.loads fails on a torn or merged one).
+    lines = [json.loads(line) for line in stderr.read_text().splitlines()]
+    requests = [line for line in lines if line["msg"] == "request"]
+    assert len(requests) == CONCURRENT
+    for line in requests:
+        assert line.keys() == {
+            *("ts", "level", "logger", "msg"),
+            *("method", "route", "status", "latency_ms", "provider", "seq"),
+        }
+        assert {k: v for k, v in line.items() if k not in ("ts", "latency_ms")} == {
+            "level": "info",
+            "logger": "billhook.observability.telemetry",
+            "msg": "request",
+            "method": "GET",
+            "route": "/v1/things/{thing_id}",
+            "status": 200,
+            "provider": "stripe",
+            "seq": 7,
+        }
+        assert isinstance(line["latency_ms"], float)
+        assert line["latency_ms"] >= 0
+    assert _count(metrics, "/v1/things/{thing_id}", "2xx") == CONCURRENT

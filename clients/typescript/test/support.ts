@@ -172,6 +172,17 @@ export class BillhookServer {
     return seq;
   }
 
+  /** Adds an outbound endpoint through the admin API; its id and secret (shown once). */
+  async addEndpoint(url: string): Promise<{ id: string; secret: string }> {
+    const response = await fetch(`${this.url}/v1/admin/endpoints`, {
+      method: "POST",
+      body: JSON.stringify({ url, actor: "ts-tests", reason: "verify deliveries" }),
+      headers: this.headers(this.credentials.admin),
+    });
+    if (response.status !== 201) throw new Error(`endpoint refused: ${response.status} ${await response.text()}`);
+    return (await response.json()) as { id: string; secret: string };
+  }
+
   /** The feed's cursor now: a follower that reached it has seen every change so far. */
   async head(): Promise<string> {
     const response = await fetch(`${this.url}/v1/changes?after=now`, { headers: this.headers(this.credentials.read) });

@@ -25,6 +25,7 @@ from billhook.api.changes import ChangeFeed
 from billhook.api.checkout import CheckoutRoute
 from billhook.api.console import Console
 from billhook.api.deadlines import BodyDeadline
+from billhook.api.endpoints import OutboundAdmin
 from billhook.api.entitlements import EntitlementApi
 from billhook.api.errors import exception_handlers
 from billhook.api.impact import DEFAULT_RETENTION_DAYS, ImpactRecorder
@@ -38,6 +39,8 @@ from billhook.log.committer import GroupCommitter
 from billhook.log.sqlite import DEFAULT_BUSY_TIMEOUT_S, Checkpointer, EventLog
 from billhook.observability.metrics import Metrics
 from billhook.observability.telemetry import RequestTelemetry
+from billhook.outbound.dispatcher import Dispatcher
+from billhook.outbound.store import OutboxStore, open_outbox
 from billhook.projections.backend import open_live
 from billhook.projections.impact import open_impact
 from billhook.projections.store import ProjectionStore
@@ -78,7 +81,10 @@ def create_app(
     impact_store = open_impact(settings)
     impact = ImpactRecorder(impact_store, clock=clock, retention_days=DEFAULT_RETENTION_DAYS)
     committer = GroupCommitter(event_log)
-    closables: list[Log | ProjectionStore] = [reader_log, probe_log, api_store]
+    # Entitlement webhooks: their outbox, and (without Redis) their dispatcher here.
+    outbox = open_outbox(settings)
+    dispatcher: Dispatcher | None = None
+    closables: list[Log | ProjectionStore | OutboxStore] = [reader_log, probe_log, api_store]
     broker_ping: Callable[[], object] | None = None
     # With Redis, refreshes run as actors in workers; without, here.
     remote: RemoteRefresh | None = None
@@ -94,6 +100,9 @@ def create_app(
         projector_store = open_live(settings)
         closables += [projector_log, projector_store]
         background = EmbeddedProjector(projector_log, projector_store, settings, clock=clock)
+        dispatcher_store = open_live(settings, listen=True)
+        closables.append(dispatcher_store)
+        dispatcher = Dispatcher(settings, dispatcher_store, outbox, metrics=metrics)
     receiver = Receiver(settings, committer, now=now, on_appended=background.wake, metrics=metrics)
 
     async def wait_for(seq: int) -> None:
@@ -150,8 +159,12 @@ def create_app(
     console = Console(
         settings, api, api_store, admin, append=committer.append, wait_for=wait_for, now=clock
     )
+    outbound_admin = OutboundAdmin(
+        settings, api_store, outbox, append=committer.append, wait_for=wait_for, now=clock
+    )
     ops = Ops(
         metrics,
+        outbox=outbox,
         reader=reader_log,
         store=api_store,
         probe=probe_log,
@@ -163,6 +176,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         background.start()
+        if dispatcher is not None:
+            dispatcher.start()
         impact.start()
         if checkpointer is not None:
             checkpointer.start()
@@ -174,9 +189,11 @@ def create_app(
                 checkpointer.stop()
                 checkpointer.log.close()
             background.stop()
+            if dispatcher is not None:
+                dispatcher.stop()
             impact.stop()
             impact_store.close()
-            for closable in [*closables, *provider_sources.values()]:
+            for closable in [*closables, outbox, *provider_sources.values()]:
                 closable.close()
             if owns_log:
                 event_log.close()
@@ -189,7 +206,14 @@ def create_app(
         Mount(
             "/v1",
             app=Router(
-                [*api.routes, *refresh.routes, *checkout.routes, *feed.routes, *admin.routes],
+                [
+                    *api.routes,
+                    *refresh.routes,
+                    *checkout.routes,
+                    *feed.routes,
+                    *admin.routes,
+                    *outbound_admin.routes,
+                ],
                 redirect_slashes=False,
             ),
         ),

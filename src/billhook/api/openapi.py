@@ -382,6 +382,7 @@ def _paths() -> dict[str, Any]:
                 errors={**_READ_ERRORS, 503: ("projections_unavailable", "log_unavailable")},
             )
         },
+        **_outbound_paths(),
         "/healthz": _ops("The process is alive", {"200": _body(schemas.Health)}),
         "/readyz": _ops(
             "The log and projections answer and projections keep up",
@@ -403,6 +404,137 @@ def _paths() -> dict[str, Any]:
             "This document",
             {"200": _body({"type": "object", "description": "OpenAPI 3.1"})},
         ),
+    }
+
+
+# Answers of the outbound admin routes: the projection and the outbox store are read.
+_OUTBOX_ERRORS: dict[int, tuple[str, ...]] = {503: ("projections_unavailable",)}
+ENDPOINT_ID = {
+    "name": "endpoint_id",
+    "in": "path",
+    "required": True,
+    "description": "an endpoint's id; unknown or removed: 404 not_found",
+    "schema": PATH_SEGMENT,
+}
+DELIVERY_ID = {
+    "name": "delivery_id",
+    "in": "path",
+    "required": True,
+    "description": "a delivery's id",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+
+
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _outbound_paths() -> dict[str, Any]:
+    """`/v1/admin/endpoints…` and `/v1/admin/deliveries…` (SPEC §6b, `api.endpoints`)."""
+    return {
+        "/v1/admin/endpoints": {
+            "post": _v1(
+                "Add an outbound webhook endpoint (an event in the log); its secret is in "
+                "this answer only",
+                scope="admin",
+                tag="outbound",
+                parameters=(),
+                body=schemas.EndpointRequest,
+                answers={"201": _body(schemas.EndpointCreated, "appended and projected")},
+                errors={**_WRITE_ERRORS, 503: ("log_unavailable", "projections_unavailable")},
+            ),
+            "get": _v1(
+                "Every outbound endpoint, configured or added, with its delivery health "
+                "(never its secrets)",
+                scope="admin",
+                tag="outbound",
+                parameters=(),
+                answers={"200": _body(list[schemas.EndpointStatus])},
+                errors=_OUTBOX_ERRORS,
+            ),
+        },
+        "/v1/admin/endpoints/{endpoint_id}": {
+            "delete": _v1(
+                "Remove an endpoint the API added; its pending deliveries are canceled",
+                scope="admin",
+                tag="outbound",
+                parameters=(ENDPOINT_ID,),
+                body=schemas.RevokeRequest,
+                answers={"200": _body(schemas.EndpointRemoved, "appended and projected")},
+                errors={
+                    **_WRITE_ERRORS,
+                    404: ("not_found",),
+                    409: ("endpoint_configured",),
+                    503: ("log_unavailable", "projections_unavailable"),
+                },
+            )
+        },
+        "/v1/admin/endpoints/{endpoint_id}/secrets": {
+            "post": _v1(
+                "Rotate an added endpoint's secret: the new one signs from now, the previous "
+                "ones too until they expire. The body may be empty.",
+                scope="admin",
+                tag="outbound",
+                parameters=(ENDPOINT_ID,),
+                body=schemas.RotateRequest,
+                answers={"201": _body(schemas.SecretRotated, "the new secret, shown this once")},
+                errors={
+                    400: ("invalid_request",),
+                    404: ("not_found",),
+                    409: ("endpoint_configured",),
+                    **_OUTBOX_ERRORS,
+                },
+            )
+        },
+        "/v1/admin/deliveries": {
+            "get": _v1(
+                "The delivery log, newest first (ids, statuses and attempts; never bodies)",
+                scope="admin",
+                tag="outbound",
+                parameters=(
+                    _query(
+                        "status",
+                        "only deliveries of this status: pending, sending, delivered, "
+                        "failed or canceled",
+                    ),
+                    _query("endpoint", "only deliveries to this endpoint id"),
+                    _query("workspace", "only deliveries about this workspace"),
+                    _query("before", "only deliveries with a smaller id: `next_before`"),
+                    _query("limit", "deliveries per answer, 1 to 1000 (default 100)"),
+                ),
+                answers={"200": _body(schemas.Deliveries)},
+                errors={400: ("invalid_request",), **_OUTBOX_ERRORS},
+            )
+        },
+        # Before `{delivery_id}`, which its path would match too.
+        "/v1/admin/deliveries/redeliver": {
+            "post": _v1(
+                "Send delivered, failed or canceled deliveries again (by `ids`, or every one "
+                "created `since` a time), with a fresh retry span",
+                scope="admin",
+                tag="outbound",
+                parameters=(),
+                body=schemas.RedeliverRequest,
+                answers={"200": _body(schemas.Redelivered)},
+                errors={400: ("invalid_request",), 404: ("not_found",), **_OUTBOX_ERRORS},
+            )
+        },
+        "/v1/admin/deliveries/{delivery_id}": {
+            "get": _v1(
+                "One delivery with each of its attempts",
+                scope="admin",
+                tag="outbound",
+                parameters=(DELIVERY_ID,),
+                answers={"200": _body(schemas.DeliveryDetail)},
+                errors={404: ("not_found",), **_OUTBOX_ERRORS},
+            )
+        },
     }
 
 
@@ -434,6 +566,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             {"name": "entitlements", "description": "read scope"},
             {"name": "billing", "description": "checkout and portal sessions"},
             {"name": "admin", "description": "admin scope; every write is a log event"},
+            {"name": "outbound", "description": "admin scope; signed entitlement webhooks"},
             {"name": "ops", "description": "no token"},
         ],
         "paths": _paths(),

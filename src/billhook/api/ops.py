@@ -27,10 +27,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from billhook.domain.times import to_us
 from billhook.errors import LogUnavailable, StoreUnavailable
 from billhook.log.backend import Log
 from billhook.log.committer import GroupCommitter
 from billhook.observability.metrics import Metrics
+from billhook.outbound.store import OutboxStore
 from billhook.projections.store import PROJECTION_VERSION, ProjectionStore
 
 # How long the readiness probe waits for the log's write lock: a commit holds it for
@@ -103,8 +105,10 @@ class Ops:
         broker_ping: Callable[[], object] | None = None,
         bounds: LagBounds = DEFAULT_LAG_BOUNDS,
         now: Callable[[], datetime] = _utcnow,
+        outbox: OutboxStore | None = None,
     ) -> None:
         self._metrics = metrics
+        self._outbox = outbox
         self._reader = reader
         self._store = store
         self._probe = probe
@@ -144,7 +148,22 @@ class Ops:
         # In a thread: a PostgreSQL log or store that is unreachable makes each read wait.
         with contextlib.suppress(LogUnavailable, StoreUnavailable):
             await asyncio.to_thread(self.observe)
+        with contextlib.suppress(StoreUnavailable):
+            await asyncio.to_thread(self.observe_outbound)
         return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def observe_outbound(self) -> list[str]:
+        """Set the outbound gauges; the endpoints marked failing. Raises StoreUnavailable."""
+        if self._outbox is None:
+            return []
+        counts = self._outbox.counts()
+        oldest = self._outbox.oldest_pending_us()
+        now_us = to_us(self._now())
+        self._metrics.outbound_pending.set(counts.get("pending", 0) + counts.get("sending", 0))
+        age = 0.0 if oldest is None else max(now_us - oldest, 0) / 1_000_000
+        self._metrics.outbound_oldest_pending.set(age)
+        health = self._outbox.health()
+        return sorted(e for e, h in health.items() if h.failing_since_us is not None)
 
     async def readyz(self, request: Request) -> Response:
         checks = {
@@ -159,6 +178,10 @@ class Ops:
         body: dict[str, object] = {"status": "not_ready" if failing else "ready", "checks": checks}
         if failing:
             body["failing"] = failing
+        with contextlib.suppress(StoreUnavailable):
+            # Informational too: a failing endpoint never makes billhook unready to ingest.
+            if failing_endpoints := await asyncio.to_thread(self.observe_outbound):
+                body["outbound"] = {"failing_endpoints": failing_endpoints}
         with contextlib.suppress(StoreUnavailable):
             stored = await asyncio.to_thread(self._store.version)
             if stored != PROJECTION_VERSION:

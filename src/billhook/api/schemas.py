@@ -495,3 +495,154 @@ def _subscription_answer(v: resolver.SubscriptionView) -> Subscription:
         v.fact.cancel_at_period_end,
         account,
     )
+
+
+# -- outbound webhooks (SPEC §6b): endpoints and deliveries ---------------------------------
+
+EndpointSource = Annotated[str, _enum("config", "api")]
+EndpointState = Annotated[str, _enum("ok", "failing", "no_secret")]
+DeliveryStatus = Annotated[str, _enum("pending", "sending", "delivered", "failed", "canceled")]
+EndpointId = Annotated[str, Meta(description="names the endpoint everywhere; never its URL")]
+WebhookSecret = Annotated[
+    str,
+    Meta(
+        pattern="^whsec_",
+        description="the Standard Webhooks signing secret: shown this once, never again",
+    ),
+]
+DeliveryId = Annotated[int, Meta(ge=1)]
+# Most delivery ids one redelivery may name.
+MAX_REDELIVER_IDS = 1000
+
+
+class EndpointCreated(Answer):
+    id: EndpointId
+    url: str
+    workspaces: Annotated[tuple[str, ...], Meta(description="empty: every workspace")]
+    source: Literal["api"]
+    secret: WebhookSecret
+    seq: LogSeq
+
+
+class EndpointStatus(Answer):
+    """An endpoint, configured or added, and how its deliveries fare. Never its secrets."""
+
+    id: EndpointId
+    url: str
+    workspaces: Annotated[tuple[str, ...], Meta(description="empty: every workspace")]
+    source: EndpointSource
+    status: Annotated[
+        EndpointState,
+        Meta(
+            description="`failing`: a delivery was given up on since the last success; "
+            "`no_secret`: an added endpoint whose secrets were lost, sent nothing until rotated"
+        ),
+    ]
+    failing_since: Time | None
+    last_success_at: Time | None
+    pending: Annotated[int, Meta(ge=0, description="deliveries not yet delivered or given up")]
+    oldest_pending_age_s: Annotated[int, Meta(ge=0)] | None
+
+
+class EndpointRemoved(Answer):
+    id: EndpointId
+    seq: LogSeq
+
+
+class SecretRotated(Answer):
+    id: EndpointId
+    secret: WebhookSecret
+
+
+class Delivery(Answer):
+    """One change to one endpoint, as the delivery log keeps it: never its body."""
+
+    id: DeliveryId
+    endpoint: EndpointId
+    webhook_id: Annotated[str, Meta(description="the `webhook-id` header: stable per change")]
+    cursor: Cursor
+    workspace: str
+    status: DeliveryStatus
+    attempts: Annotated[int, Meta(ge=0)]
+    last_status: Annotated[int | None, Meta(description="the last answer's HTTP status")]
+    last_error: Annotated[str | None, Meta(description="why the last attempt failed (bounded)")]
+    next_attempt_at: Time | None
+    give_up_at: Time
+    created_at: Time
+    updated_at: Time
+
+
+class Deliveries(Answer):
+    deliveries: tuple[Delivery, ...]
+    next_before: Annotated[
+        int | None, Meta(description="pass it as `before` for the next page; null: no more")
+    ]
+
+
+class DeliveryAttempt(Answer):
+    n: Annotated[int, Meta(ge=1)]
+    at: Time
+    status: Annotated[int | None, Meta(description="HTTP status; null: no answer")]
+    error: str | None
+    duration_ms: Annotated[int, Meta(ge=0)]
+
+
+class DeliveryDetail(Delivery):
+    attempt_log: Annotated[tuple[DeliveryAttempt, ...], Meta(description="oldest first")]
+
+
+class Redelivered(Answer):
+    redelivered: Annotated[int, Meta(ge=0, description="deliveries sent again")]
+
+
+class EndpointRequest(Body, kw_only=True):
+    url: Annotated[
+        Text,
+        Meta(
+            description="absolute http or https URL",
+            extra_json_schema={"format": "uri", "maxLength": 2048},
+        ),
+    ]
+    workspaces: (
+        Annotated[
+            tuple[Text, ...],
+            Meta(
+                description="only changes about these; absent or empty: every workspace",
+                extra_json_schema={"maxItems": 1000},
+            ),
+        ]
+        | None
+    ) = None
+    actor: Text
+    reason: Text
+
+
+class RotateRequest(Body):
+    expire_previous_after_s: Annotated[
+        int,
+        Meta(ge=0, le=604_800, description="the previous secrets keep signing this long"),
+    ] = 86_400
+
+
+class RedeliverRequest(Body, kw_only=True):
+    ids: (
+        Annotated[
+            tuple[Count, ...],
+            Meta(description="these deliveries", extra_json_schema={"maxItems": MAX_REDELIVER_IDS}),
+        ]
+        | None
+    ) = None
+    since: (
+        Annotated[
+            Text,
+            Meta(
+                description="every delivery created at or after this time (UTC if no timezone)",
+                extra_json_schema={"format": "date-time"},
+            ),
+        ]
+        | None
+    ) = None
+
+
+# The models above join those the document describes.
+MODELS = (*_models(Answer), *_models(Body))

@@ -14,6 +14,7 @@ from click._termui_impl import ProgressBar
 
 from billhook.api.schemas import entitlement_answer
 from billhook.cli import launch as cli_launch
+from billhook.cli import outbound as cli_outbound
 from billhook.cli.log import log
 from billhook.cli.support import (
     BillhookGroup,
@@ -425,3 +426,5 @@ main.add_command(cli_launch.diagnose)
 
 
 _register_provider_commands()
+main.add_command(cli_outbound.endpoints)
+main.add_command(cli_outbound.deliveries)

@@ -111,4 +111,20 @@ class EnforcementFact:
     seq: int
 
 
-Fact = SubscriptionFact | LinkFact | OverrideFact | EnforcementFact
+@dataclass(frozen=True)
+class EndpointFact:
+    """An outbound endpoint an operator added (SPEC §6b); `active` is False once removed.
+
+    Its signing secrets are never here: they stay out of the log, in the outbox
+    store. `workspaces` empty: changes about every workspace go to it. A removal
+    names only the endpoint, so its `url` is "" and its `workspaces` empty.
+    """
+
+    endpoint_id: str
+    url: str
+    workspaces: tuple[str, ...]
+    active: bool
+    seq: int
+
+
+Fact = SubscriptionFact | LinkFact | OverrideFact | EnforcementFact | EndpointFact

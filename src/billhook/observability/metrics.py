@@ -72,6 +72,29 @@ class Metrics:
         self.skipped = Gauge(
             "billhook_skipped_events", "Events projections do not use.", registry=r
         )
+        self.outbound_deliveries = Counter(
+            "billhook_outbound_deliveries",
+            "Outbound entitlement webhooks ended, by endpoint id and outcome (delivered, failed).",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.outbound_attempts = Counter(
+            "billhook_outbound_attempts",
+            "Outbound delivery attempts by endpoint id and result (2xx, 3xx, 4xx, 5xx, timeout,"
+            " error).",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.outbound_pending = Gauge(
+            "billhook_outbound_pending",
+            "Outbound deliveries not yet delivered or given up.",
+            registry=r,
+        )
+        self.outbound_oldest_pending = Gauge(
+            "billhook_outbound_oldest_pending_seconds",
+            "Age of the oldest outbound delivery not yet delivered or given up; 0 when none.",
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str, str], Histogram] = {}
         self.requests = Histogram(
             "billhook_http_request_duration_seconds",

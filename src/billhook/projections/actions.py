@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from billhook.config import ENFORCEMENT_MODES, Settings
+from billhook.config import ENDPOINT_ID, ENFORCEMENT_MODES, Settings
 from billhook.domain.facts import OVERRIDE_KINDS, OverrideFact
 from billhook.domain.records import EventRecord
 from billhook.domain.times import iso_seconds, iso_to_us, iso_utc, to_us
 from billhook.errors import InvalidAction
 from billhook.projections.store import ProjectionStore
-from billhook.providers.billhook import ENFORCEMENT_SET, OVERRIDE_REVOKED, OVERRIDE_SET
+from billhook.providers.billhook import (
+    ENDPOINT_ADDED,
+    ENDPOINT_REMOVED,
+    ENFORCEMENT_SET,
+    OVERRIDE_REVOKED,
+    OVERRIDE_SET,
+)
 
 
 def _event(event_type: str, body: Mapping[str, Any], now: datetime) -> EventRecord:
@@ -140,3 +147,79 @@ def enforcement_set(
 class NothingToRevoke(InvalidAction):
     def __init__(self, detail: str) -> None:
         super().__init__("kind", detail)
+
+
+# Longest endpoint URL an operator may add (the API's limit on any URL it takes).
+MAX_ENDPOINT_URL_CHARS = 2048
+# Most workspaces one endpoint may be limited to; more is a config, not an endpoint.
+MAX_ENDPOINT_WORKSPACES = 1000
+
+
+def endpoint_added(
+    *,
+    endpoint_id: str,
+    url: str | None,
+    workspaces: Sequence[str] | None,
+    actor: str | None,
+    reason: str | None,
+    now: datetime,
+) -> EventRecord:
+    """The event adding an outbound endpoint (SPEC §6b). Its secret is never in it: the
+    caller keeps that in the outbox store. `workspaces` None or empty: every workspace."""
+    named = list(workspaces or ())
+    if len(named) > MAX_ENDPOINT_WORKSPACES:
+        raise InvalidAction(
+            "workspaces", f"field workspaces must hold at most {MAX_ENDPOINT_WORKSPACES} ids"
+        )
+    for workspace in named:
+        if not workspace.strip():
+            raise InvalidAction("workspaces", "field workspaces must hold non-blank ids")
+    body = {
+        "endpoint_id": _endpoint_id(endpoint_id),
+        "url": _endpoint_url(url),
+        "workspaces": named,
+        "actor": _required("actor", actor),
+        "reason": _required("reason", reason),
+    }
+    return _event(ENDPOINT_ADDED, body, now)
+
+
+def endpoint_removed(
+    *, endpoint_id: str, actor: str | None, reason: str | None, now: datetime
+) -> EventRecord:
+    """The event removing an endpoint the API added; the caller checked that it stands."""
+    body = {
+        "endpoint_id": _endpoint_id(endpoint_id),
+        "actor": _required("actor", actor),
+        "reason": _required("reason", reason),
+    }
+    return _event(ENDPOINT_REMOVED, body, now)
+
+
+def _endpoint_id(value: str) -> str:
+    if not ENDPOINT_ID.fullmatch(value):
+        raise InvalidAction("endpoint_id", "an endpoint id is letters, digits, _ and -, at most 64")
+    return value
+
+
+def _endpoint_url(value: str | None) -> str:
+    """An absolute http(s) URL with a host: where the dispatcher will POST."""
+    url = _required("url", value)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        parts, host = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not host
+        or len(url) > MAX_ENDPOINT_URL_CHARS
+        or any(c.isspace() for c in url)
+    ):
+        raise InvalidAction(
+            "url",
+            f"field url must be an absolute http or https URL of at most "
+            f"{MAX_ENDPOINT_URL_CHARS} characters",
+        )
+    return url

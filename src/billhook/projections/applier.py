@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from billhook.config import Settings
-from billhook.domain.facts import EnforcementFact, Fact, LinkFact, OverrideFact, SubscriptionFact
+from billhook.domain.facts import (
+    EndpointFact,
+    EnforcementFact,
+    Fact,
+    LinkFact,
+    OverrideFact,
+    SubscriptionFact,
+)
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.reducers import merge_link, merge_override, merge_subscription
 from billhook.domain.resolver import WorkspaceFacts, resolve
@@ -64,6 +71,10 @@ class Facts(Protocol):
     def put_override(self, fact: OverrideFact, previous: OverrideFact | None, seq: int) -> None: ...
 
     def put_enforcement(self, fact: EnforcementFact, seq: int) -> None: ...
+
+    def put_endpoint(self, fact: EndpointFact, seq: int) -> None:
+        """An endpoint added (stored as it now is) or removed (`active` False: dropped)."""
+        ...
 
     def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
         """For the history: quarantined events, which change no (tier, source, status),
@@ -223,6 +234,10 @@ def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:
         if newest != previous_override:
             facts.put_override(newest, previous_override, seq)
         return {fact.workspace}
+    if isinstance(fact, EndpointFact):
+        # Where changes go, not what they are: no workspace's answer moves, no change is written.
+        facts.put_endpoint(fact, seq)
+        return ()
     facts.put_enforcement(fact, seq)
     return ()
 

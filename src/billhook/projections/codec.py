@@ -10,7 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from billhook.domain.facts import EnforcementFact, Item, Order, OverrideFact, SubscriptionFact
+from billhook.domain.facts import (
+    EndpointFact,
+    EnforcementFact,
+    Item,
+    Order,
+    OverrideFact,
+    SubscriptionFact,
+)
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -63,7 +70,7 @@ def subscription(text: str) -> SubscriptionFact:
     )
 
 
-def dumps(fact: OverrideFact | EnforcementFact) -> str:
+def dumps(fact: OverrideFact | EnforcementFact | EndpointFact) -> str:
     return json.dumps(asdict(fact), separators=(",", ":"), sort_keys=True)
 
 
@@ -73,3 +80,8 @@ def override(text: str) -> OverrideFact:
 
 def enforcement(text: str) -> EnforcementFact:
     return EnforcementFact(**json.loads(text))
+
+
+def endpoint(text: str) -> EndpointFact:
+    fields = json.loads(text)
+    return EndpointFact(**{**fields, "workspaces": tuple(fields["workspaces"])})

@@ -91,6 +91,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS overrides_current
 CREATE TABLE IF NOT EXISTS enforcement (
     from_seq bigint PRIMARY KEY, to_seq bigint, fact text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS endpoints (
+    id text COLLATE "C" PRIMARY KEY, from_seq bigint NOT NULL, fact text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history (
     workspace text COLLATE "C" NOT NULL, seq bigint NOT NULL, at text NOT NULL,
     provider text NOT NULL, type text NOT NULL, event_id text NOT NULL,

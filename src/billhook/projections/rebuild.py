@@ -21,7 +21,13 @@ from typing import Any, Protocol
 import psycopg
 
 from billhook.config import Settings
-from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
+from billhook.domain.facts import (
+    EndpointFact,
+    EnforcementFact,
+    LinkFact,
+    OverrideFact,
+    SubscriptionFact,
+)
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.resolver import WorkspaceFacts
 from billhook.errors import StoreUnavailable
@@ -71,6 +77,8 @@ class MemoryFacts:
         self.links: dict[tuple[str, str], tuple[LinkFact, int]] = {}
         self.overrides: dict[tuple[str, str], tuple[OverrideFact, int]] = {}
         self.enforcement: tuple[EnforcementFact, int] | None = None
+        # The endpoints standing, by id, with the seq that added them (a removal drops one).
+        self.endpoints: dict[str, tuple[EndpointFact, int]] = {}
         self._subs_of_workspace: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._subs_of_customer: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
         self._customers_of_workspace: dict[str, set[tuple[str, str]]] = defaultdict(set)
@@ -167,6 +175,12 @@ class MemoryFacts:
             self.rows["enforcement"].append((since, seq, codec.dumps(old)))
         self.enforcement = (fact, seq)
 
+    def put_endpoint(self, fact: EndpointFact, seq: int) -> None:
+        if fact.active:
+            self.endpoints[fact.endpoint_id] = (fact, seq)
+        else:
+            self.endpoints.pop(fact.endpoint_id, None)
+
     def add_history(self, workspace: str, event: StoredEvent, state: tuple[str, str, str]) -> None:
         self._last_history[workspace] = state
         self.rows["history"].append(
@@ -240,6 +254,10 @@ class MemoryFacts:
                 for f, since in self.overrides.values()
             ],
             "enforcement": [],
+            "endpoints": [
+                (endpoint_id, since, codec.dumps(fact))
+                for endpoint_id, (fact, since) in sorted(self.endpoints.items())
+            ],
             "quarantine": [tuple(row) for row in self._thin_quarantines],
             "timers": [(workspace, due) for workspace, due in sorted(self.timers.items())],
         }
@@ -273,6 +291,7 @@ _INSERTS = {
     "overrides": "INSERT INTO overrides (workspace, kind, from_seq, to_seq, fact)"
     " VALUES (?, ?, ?, ?, ?)",
     "enforcement": "INSERT INTO enforcement (from_seq, to_seq, fact) VALUES (?, ?, ?)",
+    "endpoints": "INSERT INTO endpoints (id, from_seq, fact) VALUES (?, ?, ?)",
     "history": "INSERT INTO history"
     " (workspace, seq, at, provider, type, event_id, tier, source, status)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

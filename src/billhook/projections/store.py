@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from billhook.config import Settings
-from billhook.domain.facts import EnforcementFact, LinkFact, OverrideFact, SubscriptionFact
+from billhook.domain.facts import (
+    EndpointFact,
+    EnforcementFact,
+    LinkFact,
+    OverrideFact,
+    SubscriptionFact,
+)
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.domain.resolver import WorkspaceFacts
 from billhook.domain.times import iso_to_us
@@ -40,7 +46,7 @@ from billhook.projections.changes import START, ChangeRow
 from billhook.providers.billhook import THIN_UNFETCHED
 
 # Bumped whenever reducers or the schema change what a replay would produce.
-PROJECTION_VERSION = 5
+PROJECTION_VERSION = 6
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 
 SCHEMA = """
@@ -71,6 +77,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS overrides_current
     ON overrides (workspace, kind) WHERE to_seq IS NULL;
 CREATE TABLE IF NOT EXISTS enforcement (
     from_seq INTEGER PRIMARY KEY, to_seq INTEGER, fact TEXT NOT NULL
+);
+-- Outbound endpoints added through the admin API, as they now stand: a removal deletes the
+-- row (the log keeps the history), an addition of the same id replaces it.
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY, from_seq INTEGER NOT NULL, fact TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS history (
     workspace TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL,
@@ -394,6 +405,18 @@ class ProjectionStore:
             ).fetchone()
         return codec.override(row[0]) if row else None
 
+    def endpoints(self) -> list[EndpointFact]:
+        """The outbound endpoints operators added and have not removed, by id."""
+        with self._reading() as conn:
+            rows = conn.execute("SELECT fact FROM endpoints ORDER BY id").fetchall()
+        return [fact for fact in (codec.endpoint(row[0]) for row in rows) if fact.active]
+
+    def endpoint(self, endpoint_id: str) -> EndpointFact | None:
+        """One added endpoint, if it stands (added, not removed since)."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT fact FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone()
+        return codec.endpoint(row[0]) if row else None
+
     def history(self, workspace: str) -> list[HistoryRow]:
         with self._reading() as conn:
             rows = conn.execute(
@@ -500,6 +523,7 @@ class ProjectionStore:
                 *conn.execute("SELECT 'l', * FROM links ORDER BY provider, customer, from_seq"),
                 *conn.execute("SELECT 'o', * FROM overrides ORDER BY workspace, kind, from_seq"),
                 *conn.execute("SELECT 'e', * FROM enforcement ORDER BY from_seq"),
+                *conn.execute("SELECT 'n', * FROM endpoints ORDER BY id"),
                 *conn.execute("SELECT 'h', * FROM history ORDER BY workspace, seq"),
                 *conn.execute("SELECT 'q', * FROM quarantine ORDER BY seq"),
                 *conn.execute("SELECT 'f', * FROM changes ORDER BY seq, k"),
@@ -663,6 +687,7 @@ TABLES = (
     "links",
     "overrides",
     "enforcement",
+    "endpoints",
     "history",
     "quarantine",
     "changes",
@@ -936,6 +961,17 @@ class SqliteFacts:
             "INSERT INTO enforcement (from_seq, fact) VALUES (?, ?)", (seq, codec.dumps(fact))
         )
         self._enforcement = fact.mode
+
+    def put_endpoint(self, fact: EndpointFact, seq: int) -> None:
+        if not fact.active:
+            self._conn.execute("DELETE FROM endpoints WHERE id = ?", (fact.endpoint_id,))
+            return
+        # An upsert both SQLite and PostgreSQL read: adding an id again replaces it.
+        self._conn.execute(
+            "INSERT INTO endpoints (id, from_seq, fact) VALUES (?, ?, ?) ON CONFLICT (id)"
+            " DO UPDATE SET from_seq = excluded.from_seq, fact = excluded.fact",
+            (fact.endpoint_id, seq, codec.dumps(fact)),
+        )
 
     def workspace_facts(self, workspace: str, seq: int) -> WorkspaceFacts:
         # For the history only, which quarantined events never change.

@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from billhook.config import ENFORCEMENT_MODES
-from billhook.domain.facts import OVERRIDE_KINDS, EnforcementFact, Fact, OverrideFact
+from billhook.domain.facts import (
+    OVERRIDE_KINDS,
+    EndpointFact,
+    EnforcementFact,
+    Fact,
+    OverrideFact,
+)
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.errors import DecodeError
 from billhook.providers.fields import (
@@ -35,6 +41,9 @@ from billhook.providers.stripe.decode import (
 OVERRIDE_SET = "billhook.override_set"
 OVERRIDE_REVOKED = "billhook.override_revoked"
 ENFORCEMENT_SET = "billhook.enforcement_set"
+# Outbound endpoints an operator added or removed (SPEC §6b); their secrets are never logged.
+ENDPOINT_ADDED = "billhook.endpoint_added"
+ENDPOINT_REMOVED = "billhook.endpoint_removed"
 # A subscription snapshot fetched from a provider's API (docs/operations.md).
 RECONCILED = "billhook.reconciled"
 # A reconciled snapshot ranks like an update at the same instant.
@@ -105,6 +114,29 @@ def enforcement_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) 
     return [EnforcementFact(mode, approved_by, reason, event.seq)]
 
 
+def endpoint_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
+    """An endpoint added (or added again, replacing what it was) or removed.
+
+    Types only, and only of what the fact keeps (its actor and reason stay in the
+    log): the admin API checked the id's shape and the URL's scheme. An absent
+    `workspaces` reads as none named, every workspace, as in the config.
+    """
+    endpoint_id = required_id(payload.get("endpoint_id"), "endpoint endpoint_id", limit=None)
+    if event.type == ENDPOINT_REMOVED:
+        return [EndpointFact(endpoint_id, "", (), active=False, seq=event.seq)]
+    url = required_id(payload.get("url"), "endpoint url", limit=None)
+    named = payload.get("workspaces")
+    if named is None:
+        named = []
+    if not isinstance(named, list):
+        raise DecodeError("endpoint workspaces is not an array")
+    workspaces = tuple(
+        required_id(workspace, f"endpoint workspaces[{n}]", limit=None)
+        for n, workspace in enumerate(named)
+    )
+    return [EndpointFact(endpoint_id, url, workspaces, active=True, seq=event.seq)]
+
+
 def thin_unfetched_facts(event: StoredEvent, payload: Mapping[str, Any], key: str) -> list[Fact]:
     """Never applied: a thin event billhook could not fetch is a problem until a key is set."""
     raise DecodeError(THIN_UNFETCHED_REASON)
@@ -144,4 +176,5 @@ def billhook_subject(event: StoredEvent, payload: Mapping[str, Any], key: str) -
         return EventSubject()
     if event.type in (OVERRIDE_SET, OVERRIDE_REVOKED):
         return EventSubject(workspace=readable_id(payload.get("workspace_id"), limit=None))
-    return EventSubject()  # the enforcement mode is about every workspace, not one
+    # The enforcement mode and the outbound endpoints are about every workspace, not one.
+    return EventSubject()

@@ -20,12 +20,15 @@ from billhook.domain.facts import Fact
 from billhook.domain.records import EventSubject, StoredEvent
 from billhook.errors import DecodeError
 from billhook.providers.billhook import (
+    ENDPOINT_ADDED,
+    ENDPOINT_REMOVED,
     ENFORCEMENT_SET,
     OVERRIDE_REVOKED,
     OVERRIDE_SET,
     RECONCILED,
     THIN_UNFETCHED,
     billhook_subject,
+    endpoint_facts,
     enforcement_facts,
     override_facts,
     reconciled_facts,
@@ -56,7 +59,15 @@ PROJECTED_TYPES: Mapping[str, frozenset[str]] = {
     "stripe": frozenset(STRIPE_PROJECTED_TYPES),
     "polar": POLAR_SUBSCRIPTION_EVENTS | POLAR_CUSTOMER_EVENTS,
     "billhook": frozenset(
-        {OVERRIDE_SET, OVERRIDE_REVOKED, ENFORCEMENT_SET, RECONCILED, THIN_UNFETCHED}
+        {
+            OVERRIDE_SET,
+            OVERRIDE_REVOKED,
+            ENFORCEMENT_SET,
+            ENDPOINT_ADDED,
+            ENDPOINT_REMOVED,
+            RECONCILED,
+            THIN_UNFETCHED,
+        }
     ),
 }
 
@@ -118,6 +129,8 @@ def _family(event: StoredEvent) -> str:
         return "override"
     elif event.provider == "billhook" and event.type == ENFORCEMENT_SET:
         return "enforcement"
+    elif event.provider == "billhook" and event.type in (ENDPOINT_ADDED, ENDPOINT_REMOVED):
+        return "endpoint"
     elif event.provider == "billhook" and event.type == RECONCILED:
         return "reconciled"
     elif event.provider == "billhook" and event.type == THIN_UNFETCHED:
@@ -135,6 +148,7 @@ _NOUNS = {
     "checkout": "checkout session",
     "override": "override",
     "enforcement": "enforcement",
+    "endpoint": "endpoint",
     "reconciled": "reconciled",
     "thin_unfetched": "thin event",
 }
@@ -149,6 +163,7 @@ _HANDLERS: Mapping[tuple[str, str], Handler] = {
     ("billhook", "override"): override_facts,
     ("billhook", "reconciled"): reconciled_facts,
     ("billhook", "enforcement"): enforcement_facts,
+    ("billhook", "endpoint"): endpoint_facts,
     ("billhook", "thin_unfetched"): thin_unfetched_facts,
 }
 

@@ -1,4 +1,5 @@
-"""`billhook worker`: dramatiq actors on Redis, plus catch-up on start and on a timer.
+"""`billhook worker`: dramatiq actors on Redis, plus catch-up on start and on a timer,
+and the dispatcher of entitlement webhooks (billhook.outbound.dispatcher).
 
 The timer makes the log, not Redis, the source of truth: a lost message, a
 flushed or restarted Redis only delays projections until the next tick.
@@ -18,6 +19,8 @@ import dramatiq
 from billhook.config import Settings
 from billhook.errors import LogUnavailable, StoreUnavailable
 from billhook.log.backend import Log, open_log
+from billhook.outbound.dispatcher import Dispatcher
+from billhook.outbound.store import open_outbox
 from billhook.projections.backend import open_live
 from billhook.projections.projector import catch_up, log_batch
 from billhook.projections.store import ProjectionStore
@@ -82,11 +85,19 @@ def run_worker(
     # Stripe thin events: every worker follows the log, the lease holder fetches.
     thin = ThinFollower(log, settings, lease=RedisLease(broker.client))
     thin.start()
+    # Entitlement webhooks: every worker dispatches; the outbox's leases keep them apart.
+    outbox = open_outbox(settings)
+    dispatcher_store = open_live(settings, listen=True)
+    dispatcher = Dispatcher(settings, dispatcher_store, outbox)
+    dispatcher.start()
     logger.info("worker", extra={"fields": {"outcome": "started", "threads": threads}})
     try:
         while not stopping.wait(interval_s):
             _catch_up(log, store)
     finally:
+        dispatcher.stop()
+        dispatcher_store.close()
+        outbox.close()
         thin.stop()
         worker.stop()
         broker.close()

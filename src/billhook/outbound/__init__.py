@@ -1,0 +1,1 @@
+"""Outbound entitlement webhooks (SPEC §6b): fan-out, the durable outbox, signed deliveries."""
