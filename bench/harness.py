@@ -489,7 +489,8 @@ def server_stack() -> str:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return (
         f"uvicorn {version('uvicorn')} ({loop}, {http}), Starlette {version('starlette')};"
-        " one process each, access log off, log level warning"
+        " one process each, uvicorn's access log off; billhook writes its own JSON request"
+        " lines at the default level (info) to its log file, the minimal app none"
     )
 
 

@@ -413,7 +413,7 @@ def run_throughput(name: str, args: argparse.Namespace, argv: Sequence[str]) -> 
         "Server: `billhook serve` with its default settings (embedded projector and dispatcher"
         " on), pinned to core 0, with one `[[outbound.endpoints]]` and `[outbound]"
         " max_in_flight` as in each round (64 is the default); a read token, a Stripe secret"
-        f" and the test price map; {harness.server_stack()}; the dispatcher sends with httpx.",
+        f" and the test price map; {harness.server_stack()}; the dispatcher sends with aiohttp.",
         f"Data: {args.changes:,} workspaces, each created through `POST /webhooks/stripe` (one"
         " change each) by a first server without the endpoint; then, for each round, the"
         " outbox is recreated with its fan-out cursor at the start of the feed and a server"
