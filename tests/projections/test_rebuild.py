@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from pathlib import Path
 
 from billhook.config import Settings
+from billhook.log.sqlite import EventLog
+from billhook.projections.changes import TIME_CAUSE
 from billhook.projections.projector import catch_up
+from billhook.projections.rebuild import rebuild
 from billhook.projections.store import ProjectionStore
 from billhook.providers.billhook import OVERRIDE_REVOKED, OVERRIDE_SET
-from billhook.testing.stripe import stripe_checkout_session, stripe_customer, stripe_subscription
-from tests.feed import T0, Feed, digest
+from billhook.providers.stripe.webhook import stripe_record
+from billhook.testing.stripe import (
+    stripe_checkout_session,
+    stripe_customer,
+    stripe_event_body,
+    stripe_object,
+    stripe_subscription,
+)
+from tests.feed import NOW, T0, Feed, digest
 
 STATUSES = ["trialing", "active", "past_due", "unpaid", "incomplete", "canceled"]
 
@@ -97,3 +108,48 @@ def test_projected_types_are_exactly_the_understood_ones() -> None:
     for provider in ("stripe", "polar", "billhook"):
         for event_type in samples:
             assert not understands(StoredEvent(1, provider, "e", event_type, None, None, "", "{}"))
+
+
+def test_a_rebuild_fires_time_rules_between_events_it_does_not_read(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The fold skips unread events (invoices) without building them, yet fires a time rule
+    due before one at the seq before it, exactly as the live projector does."""
+    clock = [NOW]
+    log = EventLog(settings.events_path, clock=lambda: clock[0])
+    live = ProjectionStore(settings.projections_path, settings)
+    progress: list[int] = []
+    try:
+
+        def append(event_type: str, obj: dict[str, object]) -> int:
+            body = stripe_event_body(event_type, obj=obj, created=int(clock[0].timestamp()))
+            seq = log.append_batch([stripe_record(body.decode())])[0].seq
+            catch_up(log, live)
+            return seq
+
+        end = int((NOW + timedelta(hours=1)).timestamp())
+        canceling = stripe_subscription(
+            cancel_at_period_end=True, metadata={"workspace_id": "ws_1"}, period_end=end
+        )
+        append("customer.subscription.updated", canceling)
+        invoices = []
+        for hours in (1, 2, 3, 4):  # the allowance (1 h) after the period end passes at 2 h
+            clock[0] = NOW + timedelta(hours=hours, minutes=30)
+            invoices.append(append("invoice.paid", stripe_object("invoice")))
+        clock[0] = NOW + timedelta(hours=5)
+        append("customer.updated", stripe_customer(metadata={"workspace_id": "ws_1"}))
+
+        rebuilt = rebuild(log, tmp_path / "rebuilt.db", settings, progress=progress.append)
+        assert (rebuilt.events, rebuilt.checkpoint) == (6, 6)
+        assert sum(progress) == 6
+        store = ProjectionStore(tmp_path / "rebuilt.db", settings)
+        try:
+            assert digest(store) == digest(live)
+            fired = [row for row in store.digest_rows() if row[0] == "f" and row[5] == TIME_CAUSE]
+            # Due at 2 h after NOW, met by the invoice received at 2 h 30: as of the seq before.
+            assert [row[1] for row in fired] == [invoices[1] - 1]
+        finally:
+            store.close()
+    finally:
+        live.close()
+        log.close()

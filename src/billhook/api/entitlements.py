@@ -90,13 +90,15 @@ class EntitlementApi:
         return entitlement_at(self._store, self._log, self._settings, workspace, as_of, self._now())
 
     def current_body(self, workspace: str) -> bytes:
-        """The rendered entitlement of `workspace` now (what GET answers)."""
-        return self._cache.get(workspace).body
+        """The rendered entitlement of `workspace` now (what GET answers), as of the
+        projection's latest commit: callers have often just waited for their own write."""
+        return self._cache.get(workspace, fresh=True).body
 
     async def entitlements(self, request: Request) -> Response:
         self._gate.require(request)
         workspace = workspace_id(request)
-        as_of = request.query_params.get("as_of")
+        # Most reads carry no query string; building QueryParams for none costs ~2.5 µs.
+        as_of = request.query_params.get("as_of") if request.scope["query_string"] else None
         if as_of is None:
             return Response(self._cache.get(workspace).body, media_type="application/json")
         entitlement, at = self.entitlement(workspace, as_of)
@@ -132,14 +134,26 @@ class EntitlementApi:
             )
         if action == SEAT_ACTION and seats_in_use is None:
             raise req.invalid(f"missing field: seats_in_use (required for {SEAT_ACTION})")
-        entitlement = self._cache.get(workspace).entitlement
-        answer = self.decide(entitlement, action, seats_in_use)
+        cached = self._cache.get(workspace)
+        if action == SEAT_ACTION:
+            answer = self.decide(cached.entitlement, action, seats_in_use)
+            encoded = None
+        else:
+            # A feature's answer depends on the entitlement and the action only: decided
+            # and encoded once per cache entry.
+            known = cached.checks.get(action)
+            if known is None:
+                answer = self.decide(cached.entitlement, action, None)
+                known = cached.checks[action] = (answer, schemas.encode(answer))
+            answer, encoded = known
         if self._on_decision is not None:
             self._on_decision(workspace, action, answer.decision, answer.reason)
         if answer.decision == "deny":
             extra = msgspec.structs.asdict(answer)
             raise ApiError(402, "billing_required", _denial_detail(answer), extra=extra)
-        return schemas.respond(answer)
+        if encoded is None:
+            return schemas.respond(answer)
+        return Response(encoded, media_type="application/json")
 
     def decide(
         self, entitlement: Entitlement, action: str, seats_in_use: int | None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billhook.domain.values import quick_init
+
 # Normalized statuses that keep the tier but ask for attention (docs/entitlements.md).
 ATTENTION_STATUSES = frozenset({"past_due", "unpaid"})
 # Normalized statuses under which a subscription grants its tier.
@@ -17,6 +19,7 @@ GRANTING_STATUSES = frozenset({"trialing", "active", "canceling", "past_due", "u
 OVERRIDE_KINDS = ("site_owner_override", "enterprise_contract", "manual_pilot", "explicit_solo")
 
 
+@quick_init
 @dataclass(frozen=True, order=True)
 class Order:
     """Where a snapshot stands among the snapshots of one subscription.
@@ -33,6 +36,7 @@ class Order:
     seq: int
 
 
+@quick_init
 @dataclass(frozen=True)
 class Item:
     """One Stripe subscription item: a price, its quantity and billing period."""
@@ -42,6 +46,7 @@ class Item:
     current_period_end: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class SubscriptionFact:
     """The newest snapshot of one provider subscription, plus its attention record.
@@ -76,6 +81,7 @@ class SubscriptionFact:
         return None
 
 
+@quick_init
 @dataclass(frozen=True)
 class LinkFact:
     """A provider customer belongs to a workspace, as of `(time_us, seq)`."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billhook.domain.values import quick_init
+
 
 @dataclass(frozen=True)
 class EventRecord:
@@ -17,6 +19,7 @@ class EventRecord:
     payload: str
 
 
+@quick_init
 @dataclass(frozen=True)
 class StoredEvent:
     """One row of the log."""

@@ -19,12 +19,19 @@ def merge_subscription(
     if previous is None:
         return new
     newest = new if new.order > previous.order else previous
-    healthy = max((t for t in (previous.healthy_us, new.healthy_us) if t is not None), default=None)
-    attention = {*previous.attention_us, *new.attention_us}
-    if healthy is not None:
-        # A run of past_due ends when the subscription is seen healthy after it.
-        attention = {t for t in attention if t > healthy}
-    return replace(newest, healthy_us=healthy, attention_us=tuple(sorted(attention)))
+    healthy = previous.healthy_us
+    if healthy is None or (new.healthy_us is not None and new.healthy_us > healthy):
+        healthy = new.healthy_us
+    attention: tuple[int, ...] = ()
+    if previous.attention_us or new.attention_us:
+        seen = {*previous.attention_us, *new.attention_us}
+        if healthy is not None:
+            # A run of past_due ends when the subscription is seen healthy after it.
+            seen = {t for t in seen if t > healthy}
+        attention = tuple(sorted(seen))
+    if newest.healthy_us == healthy and newest.attention_us == attention:
+        return newest  # the same value `replace` would build, without building it
+    return replace(newest, healthy_us=healthy, attention_us=attention)
 
 
 def merge_link(previous: LinkFact | None, new: LinkFact) -> LinkFact:

@@ -29,6 +29,7 @@ from billhook.domain.facts import (
 )
 from billhook.domain.policy import Policy
 from billhook.domain.times import iso_to_us, to_us
+from billhook.domain.values import quick_init
 
 # The problem a quarantined event about the workspace adds, before its seq.
 QUARANTINED = "quarantined"
@@ -49,6 +50,7 @@ US_PER_HOUR = 3_600_000_000
 US_PER_SECOND = 1_000_000
 
 
+@quick_init
 @dataclass(frozen=True)
 class WorkspaceFacts:
     """Everything projected about one workspace, as of `as_of_seq`; `quarantined` are
@@ -62,6 +64,7 @@ class WorkspaceFacts:
     quarantined: Sequence[int] = ()
 
 
+@quick_init
 @dataclass(frozen=True)
 class SubscriptionView:
     """A subscription as the API shows it, with the tier the config gives it."""
@@ -75,6 +78,7 @@ class SubscriptionView:
     problem: str | None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Candidate:
     tier: str
@@ -86,6 +90,7 @@ class Candidate:
     attention_since_us: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Entitlement:
     workspace_id: str
@@ -110,6 +115,7 @@ class Entitlement:
     valid_until_us: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class TimeRule:
     """What the time rules say of one subscription at one instant.
@@ -221,20 +227,29 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
     now_us = to_us(now)
     rank = policy.tier_rank
     default = policy.default_tier
-    views = tuple(
-        sorted(
-            (view(f, policy) for f in facts.subscriptions),
-            key=lambda v: (v.fact.provider, v.fact.id),
+    subscriptions = facts.subscriptions
+    views: tuple[SubscriptionView, ...]
+    if len(subscriptions) == 1:  # most workspaces: nothing to sort
+        views = (view(subscriptions[0], policy),)
+    else:
+        views = tuple(
+            sorted(
+                (view(f, policy) for f in subscriptions),
+                key=lambda v: (v.fact.provider, v.fact.id),
+            )
         )
-    )
     ruled = [(v, time_rule(v, policy, now_us)) for v in views]
     # A canceling subscription past its end and allowance is over, whatever its last
     # snapshot says: it grants nothing and its own fail-closed problem no longer applies.
     live_views = [v for v, rule in ruled if not rule.ended]
     # Sorted, so that equal candidates resolve the same whatever order facts come in.
-    live_overrides = sorted(
-        (o for o in facts.overrides if o.active and o.tier in rank and not expired(o, now_us)),
-        key=lambda o: o.kind,
+    live_overrides = (
+        sorted(
+            (o for o in facts.overrides if o.active and o.tier in rank and not expired(o, now_us)),
+            key=lambda o: o.kind,
+        )
+        if facts.overrides
+        else []
     )
 
     site_owner = [o for o in live_overrides if o.kind == SITE_OWNER]
@@ -261,17 +276,24 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
             for v in live_views
             if v.tier is not None and v.fact.status in GRANTING_STATUSES
         ]
-    winner = max(
-        candidates,
-        key=lambda c: (
-            rank[c.tier],
-            not c.attention,
-            SOURCE_RANK.get(c.source, 0),
-            c.period_end or "",
-        ),
-        default=None,
+    # One candidate, one subscription: most workspaces, where `max` has nothing to compare.
+    winner = (
+        candidates[0]
+        if len(candidates) == 1
+        else max(
+            candidates,
+            key=lambda c: (
+                rank[c.tier],
+                not c.attention,
+                SOURCE_RANK.get(c.source, 0),
+                c.period_end or "",
+            ),
+            default=None,
+        )
     )
-    latest = max(ruled, key=lambda vr: vr[0].fact.order, default=None)
+    latest = (
+        ruled[0] if len(ruled) == 1 else max(ruled, key=lambda vr: vr[0].fact.order, default=None)
+    )
     fail_closed = [v.problem for v in live_views if v.problem is not None]
     problems = tuple(
         sorted(
@@ -313,7 +335,9 @@ def resolve(facts: WorkspaceFacts, policy: Policy, now: datetime) -> Entitlement
         unavailable=unavailable,
         seats=seats,
         subscriptions=views,
-        overrides=tuple(sorted((o for o in facts.overrides if o.active), key=lambda o: o.kind)),
+        overrides=tuple(sorted((o for o in facts.overrides if o.active), key=lambda o: o.kind))
+        if facts.overrides
+        else (),
         problems=problems,
         enforcement=facts.enforcement,
         as_of_seq=facts.as_of_seq,

@@ -8,7 +8,9 @@ and outcome). Never headers, bodies, tokens or query strings.
 
 Pure ASGI rather than `BaseHTTPMiddleware`: no extra task, no body copy; the
 per-request cost is two clock reads, one dict look-up and one histogram
-observe (plus the line itself when INFO is enabled).
+observe (plus the line itself when INFO is enabled). The line's record is made
+here and handed to the logger's handlers directly: `Logger.log` would first
+walk the stack to find its caller, which no line shows (issue 17).
 """
 
 from __future__ import annotations
@@ -130,4 +132,8 @@ class RequestTelemetry:
             fields.update(extra)
         if error is not None:
             fields["error"] = error
-        logger.log(level, "request", extra={"fields": fields})
+        # What `logger.log(level, "request", extra=...)` does, minus the caller's lookup.
+        record = logger.makeRecord(
+            logger.name, level, "", 0, "request", (), None, extra={"fields": fields}
+        )
+        logger.handle(record)

@@ -14,7 +14,7 @@ must not carry payload data (docs/entitlements.md, privacy).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billhook.domain.times import iso_seconds, to_us
@@ -32,6 +32,7 @@ _COUNT_LIMIT = 2**63
 # so that no time zone takes it out of the calendar.
 _FIRST_S = int(datetime(1, 1, 2, tzinfo=UTC).timestamp())
 _LAST_S = int(datetime(9999, 12, 30, tzinfo=UTC).timestamp())
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def present(value: object) -> bool:
@@ -155,7 +156,9 @@ def epoch_us(value: object, field: str) -> int:
 def optional_epoch_iso(value: object, field: str) -> str | None:
     if value is None:
         return None
-    return iso_seconds(datetime.fromtimestamp(epoch_s(value, field), tz=UTC))
+    # The epoch plus a timedelta is the UTC moment `fromtimestamp(tz=UTC)` gives, without
+    # its time-zone conversion (a replay reads one or two of these per subscription event).
+    return iso_seconds(_EPOCH + timedelta(seconds=epoch_s(value, field)))
 
 
 def moment(value: object, field: str) -> datetime:
@@ -170,10 +173,11 @@ def moment(value: object, field: str) -> datetime:
         raise DecodeError(f"{field} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    try:
-        parsed.astimezone(UTC)  # year 1 at +01:00 is before year 1 in UTC
-    except OverflowError:
-        raise DecodeError(f"{field} is outside the calendar") from None
+    elif not 1 < parsed.year < 9999:  # no offset takes a time of years 2 to 9998 out of it
+        try:
+            parsed.astimezone(UTC)  # year 1 at +01:00 is before year 1 in UTC
+        except OverflowError:
+            raise DecodeError(f"{field} is outside the calendar") from None
     return parsed
 
 

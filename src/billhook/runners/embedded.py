@@ -69,7 +69,11 @@ class EmbeddedProjector:
 
     def wake(self, seq: int | None = None) -> None:
         """Say there is new log; cheap and safe from any thread."""
-        self._wake.set()
+        # Called once per accepted event. `Event.set` takes a lock and notifies even when
+        # the flag is up already; then the projector has not cleared it yet, and the
+        # catch-up that follows its clearing reads this event (committed before the call).
+        if not self._wake.is_set():
+            self._wake.set()
         self._thin.wake()
 
     def stop(self) -> None:
