@@ -28,11 +28,12 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg import sql as pgsql
 from psycopg_pool import ConnectionPool
 
 from billhook.domain.records import EventRecord, StoredEvent
 from billhook.domain.times import iso_utc
-from billhook.errors import LogUnavailable
+from billhook.errors import LogUnavailable, StoreUnavailable
 from billhook.log.queries import EventQueries
 from billhook.log.sqlite import DEFAULT_BUSY_TIMEOUT_S, Appended
 
@@ -423,6 +424,58 @@ class PostgresEventLog:
                 return rows
         except psycopg.Error as e:
             raise LogUnavailable(_reason(e)) from e
+
+
+class SchemaConnection:
+    """One autocommit connection whose search_path is `schema`, for a small store beside the
+    log (the impact counts, the outbox): opened, with billhook's session settings and the
+    schema created (`ddl`, under create_schema's lock), on first use, and opened again when
+    the database dropped it, so a server starts while the database is down. Callers hold
+    `lock` around `connection()` and their statements; errors say `what` failed."""
+
+    def __init__(self, url: str, schema: str, ddl: str, what: str, *, timeout_s: float) -> None:
+        self.lock = threading.Lock()
+        self._url = url
+        self._schema = schema
+        self._ddl = ddl
+        self._what = what
+        self._timeout_s = timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
+            self._conn = None
+        conn = None
+        try:
+            conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
+            )
+            session_settings(conn, lock_timeout_s=self._timeout_s)
+            # One process at a time, as the log's and the projection's schemas are made.
+            create_schema(
+                conn,
+                f"CREATE SCHEMA IF NOT EXISTS {self._schema};"
+                f" SET LOCAL search_path = {self._schema}; {self._ddl}",
+            )
+            conn.execute(pgsql.SQL("SET search_path = {}").format(pgsql.Identifier(self._schema)))
+        except psycopg.Error as e:
+            if conn is not None:  # connected, then the session or the schema failed
+                conn.close()
+            raise self.unavailable(e) from e
+        self._conn = conn
+        return conn
+
+    def unavailable(self, error: psycopg.Error) -> StoreUnavailable:
+        return StoreUnavailable(f"{self._what}: {_reason(error)}")
+
+    def close(self) -> None:
+        with self.lock:
+            if self._conn is not None:
+                self._conn.close()
 
 
 def _reason(error: Exception) -> str:

@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql as pgsql
 
 from billhook.config import Settings
 from billhook.errors import StoreUnavailable
-from billhook.log.postgres import _reason, create_schema, session_settings
+from billhook.log.postgres import SchemaConnection
 from billhook.projections.postgres import translate
 
 # Delivery statuses.
@@ -728,54 +727,23 @@ class PostgresOutbox(_Outbox):
     _claim_lock = " FOR UPDATE OF d SKIP LOCKED"
 
     def __init__(self, url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
-        self._url = url
-        self._timeout_s = busy_timeout_s
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None:
-                conn.close()
-                self._conn = None
-            conn = None
-            try:
-                conn = psycopg.connect(
-                    self._url, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
-                )
-                session_settings(conn, lock_timeout_s=self._timeout_s)
-                # One process at a time, as the log's and the projection's schemas are made.
-                create_schema(
-                    conn,
-                    f"CREATE SCHEMA IF NOT EXISTS {OUTBOUND_SCHEMA};"
-                    f" SET LOCAL search_path = {OUTBOUND_SCHEMA}; "
-                    + "; ".join(s.format(**_PG_TYPES) for s in _TABLES),
-                )
-                conn.execute(
-                    pgsql.SQL("SET search_path = {}").format(pgsql.Identifier(OUTBOUND_SCHEMA))
-                )
-            except psycopg.Error as e:
-                if conn is not None:  # connected, then the session or the schema failed
-                    conn.close()
-                raise StoreUnavailable(f"outbox store: {_reason(e)}") from e
-            self._conn = conn
-        return conn
+        ddl = "; ".join(s.format(**_PG_TYPES) for s in _TABLES)
+        self._db = SchemaConnection(
+            url, OUTBOUND_SCHEMA, ddl, "outbox store", timeout_s=busy_timeout_s
+        )
 
     @contextmanager
     def _tx(self, *, write: bool) -> Iterator[_Tx]:
-        with self._lock:
-            conn = self._connection()
+        with self._db.lock:
+            conn = self._db.connection()
             try:
                 with conn.transaction(), conn.cursor() as cursor:
                     yield _PgTx(cursor)
             except psycopg.Error as e:
-                raise StoreUnavailable(f"outbox store: {_reason(e)}") from e
+                raise self._db.unavailable(e) from e
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
+        self._db.close()
 
 
 def outbound_path(settings: Settings) -> Path:

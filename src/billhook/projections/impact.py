@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql as pgsql
 
 from billhook.config import Settings
 from billhook.errors import StoreUnavailable
-from billhook.log.postgres import _reason, create_schema, session_settings
+from billhook.log.postgres import SchemaConnection
 from billhook.projections.postgres import translate
 
 # The PostgreSQL schema of the impact counts (the log's is `billhook`).
@@ -181,56 +180,32 @@ class PostgresImpactStore(_Counts):
     server starts while the database is down, as with the log."""
 
     def __init__(self, url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
-        self._url = url
-        self._timeout_s = busy_timeout_s
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            try:
-                conn = psycopg.connect(
-                    self._url, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
-                )
-                session_settings(conn, lock_timeout_s=self._timeout_s)
-                # One process at a time, as the log's and the projection's schemas are made.
-                create_schema(
-                    conn,
-                    f"CREATE SCHEMA IF NOT EXISTS {IMPACT_SCHEMA};"
-                    f" SET LOCAL search_path = {IMPACT_SCHEMA}; " + "; ".join(_TABLES),
-                )
-                conn.execute(
-                    pgsql.SQL("SET search_path = {}").format(pgsql.Identifier(IMPACT_SCHEMA))
-                )
-            except psycopg.Error as e:
-                raise StoreUnavailable(f"impact store: {_reason(e)}") from e
-            self._conn = conn
-        return conn
+        ddl = "; ".join(_TABLES)
+        self._db = SchemaConnection(
+            url, IMPACT_SCHEMA, ddl, "impact store", timeout_s=busy_timeout_s
+        )
 
     def _run(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        with self._lock:
-            conn = self._connection()
+        with self._db.lock:
+            conn = self._db.connection()
             try:
                 with conn.transaction(), conn.cursor() as cursor:
                     for statement, rows in statements:
                         if rows:
                             cursor.executemany(translate(statement), rows)
             except psycopg.Error as e:
-                raise StoreUnavailable(f"impact store: {_reason(e)}") from e
+                raise self._db.unavailable(e) from e
 
     def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
-        with self._lock:
-            conn = self._connection()
+        with self._db.lock:
+            conn = self._db.connection()
             try:
                 return conn.execute(translate(statement), params).fetchall()
             except psycopg.Error as e:
-                raise StoreUnavailable(f"impact store: {_reason(e)}") from e
+                raise self._db.unavailable(e) from e
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
+        self._db.close()
 
 
 def impact_path(settings: Settings) -> Path:
