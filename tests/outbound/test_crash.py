@@ -40,8 +40,7 @@ def test_sigkill_with_deliveries_in_flight_and_pending_loses_none(
         config = write_config(tmp_path, sections=sections)
         server = processes.serve(config, name="first")
         with server.client() as client:
-            for body in plan("ok", 12).bodies:
-                deliver(client, body)
+            head = max(deliver(client, body) for body in plan("ok", 12).bodies)
         wait_until(lambda: len(sink.attempts()) >= 4, WAIT_S, "deliveries under way")
         server.process.kill()
         server.process.wait(timeout=10)
@@ -49,6 +48,11 @@ def test_sigkill_with_deliveries_in_flight_and_pending_loses_none(
         holding.clear()
         again = processes.serve(config, name="again")
         with again.client() as client:
+            wait_until(
+                lambda: client.get("/v1/workspaces/ok_0/entitlements").json()["as_of_seq"] >= head,
+                WAIT_S,
+                "the restarted projector to catch up",
+            )
             changes = feed(client)
         assert len(changes) >= 12
         wait_for_all(sink, changes)

@@ -290,12 +290,16 @@ def test_two_nodes_on_postgresql_deliver_each_change_once(tmp_path: Path, pg_url
             httpx.Client(base_url=url_two, headers=READ, timeout=10) as c2,
         ):
             bodies = plan("op", 6).bodies
-            for n, body in enumerate(bodies):
-                deliver(c1 if n % 2 else c2, body)
-            head = c1.get("/v1/workspaces/op_0/entitlements").json()["as_of_seq"]
+            head = max(deliver(c1 if n % 2 else c2, body) for n, body in enumerate(bodies))
+            # Read the feed only once node one has projected every event, or a change
+            # projected after the read would be delivered but missing from `changes`.
+            wait_until(
+                lambda: c1.get("/v1/workspaces/op_0/entitlements").json()["as_of_seq"] >= head,
+                WAIT_S,
+                "node one's projection to catch up",
+            )
             changes = feed(c1)
             assert changes
             wait_for_all(sink, changes)
             assert_in_order(sink, changes)
             assert len(sink.delivered()) == len(changes), "a change was sent twice"
-            assert head > 0
