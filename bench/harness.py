@@ -282,6 +282,29 @@ def wrk_figures(
     return raw
 
 
+@contextmanager
+def profiled(pid: int, name: str, seconds: float) -> Iterator[None]:
+    """With $BILLHOOK_BENCH_PROFILE set to a directory, `py-spy record` samples process `pid`
+    (every thread, collapsed stacks in DIR/NAME.txt) for `seconds` while the block runs, from
+    the load generator's core. For finding where time goes: a profiled round's figures are
+    not to be quoted (the sampler shares the load generator's core)."""
+    out = os.environ.get("BILLHOOK_BENCH_PROFILE")
+    if not out:
+        yield
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "--pid", str(pid), "--duration", str(max(int(seconds) - 1, 1))]
+    command += ["--threads", "--format", "raw", "--output", f"{out}/{name}.txt"]
+    process = subprocess.Popen(
+        pinned(LOADGEN_CORE, command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield
+    finally:
+        process.wait(timeout=seconds + 30)
+
+
 def no_companion() -> float:
     return 0.0
 
@@ -304,7 +327,8 @@ def run_wrk(
     and is not counted as noise.
     """
     before, companion_before = Cpu.now(pid), companion()
-    raw = wrk_figures(port, pool, mode, markers, seconds, conns)
+    with profiled(pid, f"{mode}-{port}", seconds):
+        raw = wrk_figures(port, pool, mode, markers, seconds, conns)
     used, companion_s = before.until(Cpu.now(pid)), companion() - companion_before
     active = max(raw["duration_s"], 1e-9)
     server, loop, wrk = used.procs[0] / active, used.loop / active, raw["run_cpu_s"] / active

@@ -6,6 +6,7 @@ backend, so neither can drift from what the other promises.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -187,6 +188,33 @@ def test_postgresql_refuses_truncate(pg_url: str) -> None:
         with pytest.raises(psycopg.Error, match="append-only: TRUNCATE"):
             _raw(("postgresql", pg_url), "TRUNCATE billhook.events")
         assert log.head_seq() == 1
+    finally:
+        log.close()
+
+
+def test_postgresql_compresses_payloads_with_lz4_and_keeps_them_exact(pg_url: str) -> None:
+    """Payloads of a few KB are stored compressed (lz4: the machine's PostgreSQL has it),
+    and read back byte for byte."""
+    payload = json.dumps(
+        {"id": "evt_big", "lines": [{"n": n, "text": "é" * 40} for n in range(60)]}
+    )
+    assert len(payload.encode()) > 4_000
+    log = PostgresEventLog(pg_url)
+    try:
+        log.append_batch([_record("evt_big", payload=payload)])
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute(
+                "SELECT pg_column_compression(payload), length(payload), pg_column_size(payload)"
+                " FROM billhook.events WHERE seq = 1"
+            ).fetchone()
+        assert row is not None
+        method, chars, stored = row
+        assert method == "lz4"
+        assert chars == len(payload)
+        assert stored < len(payload.encode())
+        event = log.get(1)
+        assert event is not None
+        assert event.payload.encode() == payload.encode()
     finally:
         log.close()
 

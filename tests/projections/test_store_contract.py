@@ -22,6 +22,7 @@ from billhook.config import Settings
 from billhook.domain.records import EventRecord, StoredEvent
 from billhook.domain.resolver import resolve
 from billhook.errors import StoreUnavailable
+from billhook.log.postgres import PostgresEventLog
 from billhook.log.sqlite import EventLog
 from billhook.projections import applier
 from billhook.projections.backend import Location, open_store, remove
@@ -192,6 +193,52 @@ def test_two_projectors_at_once_never_apply_a_batch_twice(
     finally:
         for store in (first, second, clean):
             store.close()
+
+
+def _catalog(url: str, schema: str) -> set[tuple[str, str]]:
+    """The indexes and keys of `schema`'s tables, named as if the schema had no name."""
+    with psycopg.connect(url) as conn:
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)
+        ).fetchall()
+        keys = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE connamespace = %s::regnamespace",
+            (schema,),
+        ).fetchall()
+    return {(n, d.replace(f"{schema}.", "")) for n, d in [*indexes, *keys]}
+
+
+def test_a_rebuild_from_a_postgresql_log_equals_the_live_store_keys_and_indexes_included(
+    settings: Settings, pg_url: str
+) -> None:
+    """A replay on PostgreSQL scans the log in one snapshot and builds its indexes and keys
+    after the rows: the result is the live store's, row for row and index for index."""
+    log = PostgresEventLog(pg_url)
+    live_at = PgSchema(pg_url)
+    shadow_at = live_at.sibling(f"{PROJECTIONS_SCHEMA}_replay")
+    live = open_store(live_at, settings)
+    try:
+        log.append_batch(_records(60, seed=1))
+        log.append_batch(_records(20, seed=2))
+        catch_up(log, live, batch_size=9)
+        rebuilt = rebuild(log, shadow_at, settings)
+        assert rebuilt.events == rebuilt.checkpoint == log.head_seq() == 84
+        shadow = open_store(shadow_at, settings)
+        try:
+            assert shadow.digest_rows() == live.digest_rows()
+            assert shadow.quarantine() == live.quarantine() != []
+            assert _answers(shadow, settings) == _answers(live, settings)
+        finally:
+            shadow.close()
+        built = _catalog(pg_url, shadow_at.schema)
+        assert built == _catalog(pg_url, live_at.schema)
+        names = {name for name, _ in built}
+        assert {"subscriptions_pkey", "subscriptions_current", "changes_workspace"} <= names
+    finally:
+        live.close()
+        log.close()
+        remove(shadow_at)
 
 
 def test_a_replay_swap_is_seen_whole(log: EventLog, settings: Settings, live: Location) -> None:

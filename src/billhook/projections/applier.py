@@ -164,6 +164,9 @@ def apply_event(facts: Facts, event: StoredEvent, settings: Settings) -> str:
         touched.update(_put(facts, fact, event.seq))
         if event.type == RECONCILED and isinstance(fact, SubscriptionFact):
             facts.clear_thin_quarantines(fact.provider, fact.id, fact.customer, event.seq)
+            # A cleared quarantine moves the answer even when the snapshot changed nothing.
+            current = facts.subscription(fact.provider, fact.id)
+            touched.update(_subscription_workspaces(facts, current or fact))
     if mode_before is not None:
         _record_enforcement(facts, event, mode_before)
     _record_history(facts, event, touched, settings)
@@ -208,31 +211,35 @@ def unapplied_reason(error: Exception) -> str:
 
 
 def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:
-    """Merge `fact` into the current version; the workspaces whose answer it may change."""
+    """Merge `fact` into the current version; the workspaces whose answer it may change.
+
+    None when the merge kept the current version as it was: the facts every answer is
+    resolved from are the same, and what time alone changes, the timers fire (before each
+    event), so no answer, history row or timer can move.
+    """
     if isinstance(fact, SubscriptionFact):
         previous_sub = facts.subscription(fact.provider, fact.id)
         merged = merge_subscription(previous_sub, fact)
-        if merged != previous_sub:
-            facts.put_subscription(merged, previous_sub, seq)
-        touched = {merged.workspace} if merged.workspace else set()
+        if merged == previous_sub:
+            return ()
+        facts.put_subscription(merged, previous_sub, seq)
+        touched = _subscription_workspaces(facts, merged)
         if previous_sub is not None and previous_sub.workspace:
             touched.add(previous_sub.workspace)
-        if merged.customer and not merged.workspace:
-            link = facts.link(merged.provider, merged.customer)
-            if link is not None:
-                touched.add(link.workspace)
         return touched
     if isinstance(fact, LinkFact):
         previous_link = facts.link(fact.provider, fact.customer)
         kept = merge_link(previous_link, fact)
-        if kept != previous_link:
-            facts.put_link(kept, previous_link, seq)
+        if kept == previous_link:
+            return ()
+        facts.put_link(kept, previous_link, seq)
         return {kept.workspace} | ({previous_link.workspace} if previous_link else set())
     if isinstance(fact, OverrideFact):
         previous_override = facts.override(fact.workspace, fact.kind)
         newest = merge_override(previous_override, fact)
-        if newest != previous_override:
-            facts.put_override(newest, previous_override, seq)
+        if newest == previous_override:
+            return ()
+        facts.put_override(newest, previous_override, seq)
         return {fact.workspace}
     if isinstance(fact, EndpointFact):
         # Where changes go, not what they are: no workspace's answer moves, no change is written.
@@ -240,6 +247,14 @@ def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:
         return ()
     facts.put_enforcement(fact, seq)
     return ()
+
+
+def _subscription_workspaces(facts: Facts, sub: SubscriptionFact) -> set[str]:
+    """The workspace `sub` names, or else the one its customer is linked to."""
+    if sub.workspace:
+        return {sub.workspace}
+    link = facts.link(sub.provider, sub.customer) if sub.customer else None
+    return {link.workspace} if link is not None else set()
 
 
 def _record_enforcement(facts: Facts, event: StoredEvent, before: str) -> None:

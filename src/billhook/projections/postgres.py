@@ -160,25 +160,34 @@ UNION ALL SELECT 'q', standing.seq::text FROM (
 ) AS standing
 """
 # What an apply reads ahead (PostgresProjectionStore._prefetch).
+# Each prefetch probes an index once per key (a LATERAL subquery with LIMIT, which the planner
+# cannot turn into a join): a join or `= ANY` lets a planner that has not analyzed a young,
+# fast-growing table (a replay's new schema, a new deployment) scan all of it per batch.
 PREFETCH_SUBSCRIPTIONS = (
-    "SELECT s.provider, s.id, s.fact FROM subscriptions s"
-    " JOIN unnest(%s::text[], %s::text[]) AS k(provider, id)"
-    " ON s.provider = k.provider AND s.id = k.id WHERE s.to_seq IS NULL"
+    "SELECT k.provider, k.id, s.fact FROM unnest(%s::text[], %s::text[]) AS k(provider, id)"
+    " CROSS JOIN LATERAL (SELECT fact FROM subscriptions s WHERE s.provider = k.provider"
+    " AND s.id = k.id AND s.to_seq IS NULL LIMIT 1) s"
 )
 PREFETCH_LINKS = (
-    "SELECT l.provider, l.customer, l.workspace, l.time_us, l.seq FROM links l"
-    " JOIN unnest(%s::text[], %s::text[]) AS k(provider, customer)"
-    " ON l.provider = k.provider AND l.customer = k.customer WHERE l.to_seq IS NULL"
+    "SELECT k.provider, k.customer, l.workspace, l.time_us, l.seq"
+    " FROM unnest(%s::text[], %s::text[]) AS k(provider, customer)"
+    " CROSS JOIN LATERAL (SELECT workspace, time_us, seq FROM links l"
+    " WHERE l.provider = k.provider AND l.customer = k.customer AND l.to_seq IS NULL LIMIT 1) l"
 )
 PREFETCH_HISTORY = (
-    "SELECT DISTINCT ON (workspace) workspace, tier, source, status FROM history"
-    " WHERE workspace = ANY(%s::text[]) ORDER BY workspace, seq DESC"
+    "SELECT k.workspace, h.tier, h.source, h.status FROM unnest(%s::text[]) AS k(workspace)"
+    " CROSS JOIN LATERAL (SELECT tier, source, status FROM history h"
+    " WHERE h.workspace = k.workspace ORDER BY h.seq DESC LIMIT 1) h"
 )
 PREFETCH_CHANGES = (
-    "SELECT DISTINCT ON (workspace) workspace, state FROM changes"
-    " WHERE workspace = ANY(%s::text[]) ORDER BY workspace, seq DESC, k DESC"
+    "SELECT k.workspace, c.state FROM unnest(%s::text[]) AS k(workspace)"
+    " CROSS JOIN LATERAL (SELECT state FROM changes c"
+    " WHERE c.workspace = k.workspace ORDER BY c.seq DESC, c.k DESC LIMIT 1) c"
 )
-PREFETCH_TIMERS = "SELECT workspace, due_us FROM timers WHERE workspace = ANY(%s::text[])"
+PREFETCH_TIMERS = (
+    "SELECT k.workspace, t.due_us FROM unnest(%s::text[]) AS k(workspace)"
+    " CROSS JOIN LATERAL (SELECT due_us FROM timers t WHERE t.workspace = k.workspace LIMIT 1) t"
+)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ import heapq
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import sql as pgsql
 
 from billhook.config import Settings
 from billhook.domain.facts import (
@@ -33,6 +34,7 @@ from billhook.domain.resolver import WorkspaceFacts
 from billhook.domain.times import iso_to_us
 from billhook.errors import LogUnavailable, StoreUnavailable
 from billhook.log.backend import Log
+from billhook.log.postgres import PostgresEventLog
 from billhook.log.queries import EventQueries
 from billhook.log.sqlite import EventLog
 from billhook.projections import codec
@@ -341,6 +343,43 @@ _COLUMNS = {
 }
 
 
+def _defer_indexes(conn: BulkConnection) -> list[str]:
+    """PostgreSQL: drop the target's indexes and keys for the fold (which reads only its
+    own memory), returning the statements that build them again at its end: one sorted
+    build each, cheaper than keeping them up to date row by row (a key still refuses a
+    duplicate then). In the fold's transaction, so a fold that fails leaves them as they
+    were."""
+    if not isinstance(conn, PgConnection):
+        return []
+    keys = conn.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE connamespace = current_schema()::regnamespace AND contype IN ('p', 'u')"
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i"
+        " WHERE i.schemaname = current_schema() AND NOT EXISTS ("
+        " SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname"
+        " AND c.connamespace = current_schema()::regnamespace)"
+    ).fetchall()
+    statements = []
+    for name, definition in indexes:
+        conn.execute(_sql("DROP INDEX {}", pgsql.Identifier(name)))
+        statements.append(definition)
+    for table, name, definition in keys:
+        conn.execute(
+            _sql("ALTER TABLE {} DROP CONSTRAINT {}", pgsql.SQL(table), pgsql.Identifier(name))
+        )
+        add = "ALTER TABLE {} ADD CONSTRAINT {} {}"
+        statements.append(
+            _sql(add, pgsql.SQL(table), pgsql.Identifier(name), pgsql.SQL(definition))
+        )
+    return statements
+
+
+def _sql(template: str, *parts: pgsql.Composable) -> str:
+    return pgsql.SQL(template).format(*parts).as_string(None)
+
+
 def _flush(conn: BulkConnection, rows: dict[str, list[tuple[object, ...]]]) -> None:
     for table, batch in rows.items():
         if batch:
@@ -379,6 +418,7 @@ def rebuild(
     logged = _logged(log)
     try:
         conn.execute("BEGIN")
+        deferred = _defer_indexes(conn)
         # The receipt time last converted: an ingest batch shares one, so most repeat.
         received, until_us = "", 0
         for seq, received_at, event in logged:
@@ -405,6 +445,8 @@ def rebuild(
         reported = events
         _flush(conn, facts.rows)
         _flush(conn, facts.current_rows())
+        for statement in deferred:
+            conn.execute(statement)
         conn.execute("UPDATE checkpoint SET seq = ?, skipped = ?", (last, facts.skipped))
         conn.execute("COMMIT")
         for event, reason in facts.quarantined:
@@ -431,6 +473,13 @@ def _logged(log: Log) -> Generator[Logged, None, None]:
     one consistent snapshot, without a query and a list per page. A PostgreSQL log is
     read by pages of `READ_BATCH`.
     """
+    if isinstance(log, PostgresEventLog):
+        rows = log.scan(payloads_of=PROJECTED_TYPES)
+        try:
+            yield from _folded(rows)
+        finally:
+            rows.close()
+        return
     if not isinstance(log, EventLog):
         last = 0
         while batch := log.read(after=last, limit=READ_BATCH, payloads_of=PROJECTED_TYPES):
@@ -441,23 +490,29 @@ def _logged(log: Log) -> Generator[Logged, None, None]:
     sql, params = _SQLITE_QUERIES.read(
         after=0, limit=None, provider=None, type=None, payloads_of=PROJECTED_TYPES
     )
-    # (provider, type) -> whether projections read it: a few dozen types in any log.
-    read: dict[tuple[str, str], bool] = {}
     try:
         conn = sqlite3.connect(log.path, isolation_level=None)
     except sqlite3.Error as e:
         raise LogUnavailable(f"reading {log.path} failed: {e}") from e
     try:
-        for row in conn.execute(sql, params):
-            kind = (row[1], row[3])
-            projected = read.get(kind)
-            if projected is None:
-                projected = read[kind] = understands(StoredEvent(*row))
-            yield row[0], row[6], StoredEvent(*row) if projected else None
+        yield from _folded(conn.execute(sql, params))
     except sqlite3.Error as e:
         raise LogUnavailable(f"reading {log.path} failed: {e}") from e
     finally:
         conn.close()
+
+
+def _folded(rows: Iterable[Sequence[Any]]) -> Iterator[Logged]:
+    """Rows of StoredEvent's fields as :data:`Logged`: built into an event only when a
+    projection reads its type."""
+    # (provider, type) -> whether projections read it: a few dozen types in any log.
+    read: dict[tuple[str, str], bool] = {}
+    for row in rows:
+        kind = (row[1], row[3])
+        projected = read.get(kind)
+        if projected is None:
+            projected = read[kind] = understands(StoredEvent(*row))
+        yield row[0], row[6], StoredEvent(*row) if projected else None
 
 
 def _rebuild_incrementally(
