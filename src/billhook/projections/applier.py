@@ -233,6 +233,10 @@ def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:
         if kept == previous_link:
             return ()
         facts.put_link(kept, previous_link, seq)
+        if previous_link is not None and previous_link.workspace == kept.workspace:
+            # A newer statement of the same link: kept for the order of later ones, but the
+            # workspace has the same subscriptions, so no answer moves.
+            return ()
         return {kept.workspace} | ({previous_link.workspace} if previous_link else set())
     if isinstance(fact, OverrideFact):
         previous_override = facts.override(fact.workspace, fact.kind)
