@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from billhook.domain.records import EventRecord
 from billhook.errors import LogUnavailable
 from billhook.log.backend import Log
 from billhook.log.postgres import PostgresEventLog
 from billhook.log.sqlite import EventLog
+from billhook.testing.servers import wait_until
+from tests.postgres import admin
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, 123456, UTC)
+# A refusal longer than psycopg-pool's back-off reaches in its default five minutes' patience
+# (1, 2, 4, 8 s...): its next attempt would come some 10 s after the database is back.
+OUTAGE_S = 18.0
+# How soon after the database takes connections again the log appends.
+RECONNECTED_S = 8.0
 
 
 class Clock:
@@ -262,3 +272,43 @@ def test_reopening_keeps_the_log(backend: tuple[str, object], clock: Clock) -> N
         assert again.append_batch([_record("evt_1")])[0].duplicate
     finally:
         again.close()
+
+
+def test_postgresql_reconnects_soon_after_a_long_outage(pg_url: str) -> None:
+    """Refused for longer than psycopg-pool's doubling back-off would wait (its next attempt
+    would come about as long after the database is back as the outage lasted), the log
+    appends again within seconds of the database taking connections again."""
+    name = urlsplit(pg_url).path.strip("/")
+    log = PostgresEventLog(pg_url)
+    try:
+        log.append_batch([_record("evt_before")])
+        with admin() as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+            )
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+        outage_ends = time.monotonic() + OUTAGE_S
+        while time.monotonic() < outage_ends:
+            with pytest.raises(LogUnavailable):
+                log.append_batch([_record("evt_refused")])
+        with admin() as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name))
+            )
+        back = time.monotonic()
+        appended = []
+
+        def append() -> bool:
+            try:
+                appended.extend(log.append_batch([_record("evt_after")]))
+            except LogUnavailable:
+                return False
+            return True
+
+        wait_until(append, RECONNECTED_S, "the log to append again")
+        assert time.monotonic() - back < RECONNECTED_S
+        assert [a.seq for a in appended] == [2]
+    finally:
+        log.close()

@@ -183,6 +183,11 @@ def make_pool(url: str, *, size: int, timeout_s: float, name: str) -> Connection
         min_size=1,
         max_size=size,
         timeout=timeout_s,
+        # psycopg-pool doubles the wait between reconnection attempts until this runs out
+        # (five minutes by default): after an outage of a minute, the pool would try again
+        # only a minute after the database was back. Giving up after a few seconds lets the
+        # next caller start a fresh attempt, which connects at once.
+        reconnect_timeout=RECONNECT_S,
         kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_s))},
         configure=configure,
         check=_check_if_idle,
@@ -191,6 +196,8 @@ def make_pool(url: str, *, size: int, timeout_s: float, name: str) -> Connection
     )
 
 
+# How long one reconnection attempt of a pool backs off before it gives up (see make_pool).
+RECONNECT_S = 4.0
 # A pooled connection used this recently is handed out unchecked; one idle longer is
 # checked first (a round trip), so one broken by a database restart is replaced unseen.
 IDLE_CHECK_S = 1.0

@@ -468,32 +468,38 @@ class PostgresProjectionStore(ProjectionStore):
         conn = self.conn.raw
         found_subs: dict[tuple[str, str], SubscriptionFact | None] = dict.fromkeys(subs)
         found_links: dict[tuple[str, str], LinkFact | None] = dict.fromkeys(links)
+        # Both statements go out before either answer is read: in the fast path's pipeline,
+        # one round trip for the two (and one for the three below).
+        rows_s = rows_l = None
         if subs:
             providers, ids = zip(*sorted(subs), strict=True)
             rows_s = conn.execute(PREFETCH_SUBSCRIPTIONS, (list(providers), list(ids)))
-            for provider, id, fact in rows_s:
-                found_subs[(provider, id)] = codec.subscription(fact)
         if links:
             providers, customers = zip(*sorted(links), strict=True)
-            rows = conn.execute(PREFETCH_LINKS, (list(providers), list(customers)))
-            for provider, customer, workspace, time_us, seq in rows:
-                found_links[(provider, customer)] = LinkFact(
-                    provider, customer, workspace, time_us, seq
-                )
+            rows_l = conn.execute(PREFETCH_LINKS, (list(providers), list(customers)))
+        for provider, id, fact in rows_s or ():
+            found_subs[(provider, id)] = codec.subscription(fact)
+        for provider, customer, workspace, time_us, seq in rows_l or ():
+            found_links[(provider, customer)] = LinkFact(
+                provider, customer, workspace, time_us, seq
+            )
         workspaces = {f.workspace for f in found_subs.values() if f is not None and f.workspace}
         workspaces |= {link.workspace for link in found_links.values() if link is not None}
         facts.seed(found_subs, found_links)
         if workspaces:
             # Whose answers the batch will resolve: their last history row and last change.
             named = sorted(workspaces)
+            rows_h = conn.execute(PREFETCH_HISTORY, (named,))
+            rows_c = conn.execute(PREFETCH_CHANGES, (named,))
+            rows_t = conn.execute(PREFETCH_TIMERS, (named,))
             history = dict.fromkeys(named)
-            for workspace, tier, source, status in conn.execute(PREFETCH_HISTORY, (named,)):
+            for workspace, tier, source, status in rows_h:
                 history[workspace] = (tier, source, status)
             changes = dict.fromkeys(named)
-            for workspace, state in conn.execute(PREFETCH_CHANGES, (named,)):
+            for workspace, state in rows_c:
                 changes[workspace] = state
             timers: dict[str, int | None] = dict.fromkeys(named)
-            for workspace, due_us in conn.execute(PREFETCH_TIMERS, (named,)):
+            for workspace, due_us in rows_t:
                 timers[workspace] = due_us
             facts.seed_last(history, changes, timers)
 
