@@ -213,7 +213,7 @@ def unapplied_reason(error: Exception) -> str:
 def _put(facts: Facts, fact: Fact, seq: int) -> Iterable[str]:
     """Merge `fact` into the current version; the workspaces whose answer it may change.
 
-    None when the merge kept the current version as it was: the facts every answer is
+    Nothing when the merge kept the current version as it was: the facts every answer is
     resolved from are the same, and what time alone changes, the timers fire (before each
     event), so no answer, history row or timer can move.
     """

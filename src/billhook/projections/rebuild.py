@@ -471,7 +471,9 @@ def _logged(log: Log) -> Generator[Logged, None, None]:
 
     An SQLite log is read with one cursor of a connection of its own: one statement, so
     one consistent snapshot, without a query and a list per page. A PostgreSQL log is
-    read by pages of `READ_BATCH`.
+    streamed the same way, by a server-side cursor in one snapshot
+    (:meth:`~billhook.log.postgres.PostgresEventLog.scan`); any other log by pages of
+    `READ_BATCH`.
     """
     if isinstance(log, PostgresEventLog):
         rows = log.scan(payloads_of=PROJECTED_TYPES)
