@@ -19,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from billhook.api.body import receive_limited
+from billhook.api.body import receive_limited, scope_header
 from billhook.config import Secret, Settings
 from billhook.domain.records import EventRecord
 from billhook.errors import ProviderNotConfigured
@@ -70,7 +70,7 @@ class Receiver:
         body = await self._body(scope, receive)
         verify_stripe(
             body,
-            _header(scope, b"stripe-signature"),
+            scope_header(scope, b"stripe-signature"),
             secrets,
             now=self._now(),
             tolerance_s=self._settings.signature_tolerance_s,
@@ -132,11 +132,3 @@ class Endpoint:
         headers = [(b"content-length", b"%d" % len(body)), _JSON]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header `name` (lower case), as Starlette's `Headers.get` gives it."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None

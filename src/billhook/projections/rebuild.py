@@ -57,7 +57,8 @@ from billhook.projections.store import (
 from billhook.providers.billhook import THIN_UNFETCHED
 from billhook.providers.decode import PROJECTED_TYPES, understands
 
-# Events read from the log per query (PostgreSQL), and between progress reports and flushes.
+# Events between progress reports and flushes, and read per query from a log that is neither
+# SQLite's nor PostgreSQL's (those two are streamed).
 READ_BATCH = 5_000
 # Rows buffered before one executemany.
 FLUSH_ROWS = 20_000

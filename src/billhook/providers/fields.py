@@ -14,10 +14,10 @@ must not carry payload data (docs/entitlements.md, privacy).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from billhook.domain.times import iso_seconds, to_us
+from billhook.domain.times import from_us, iso_seconds, to_us
 from billhook.errors import DecodeError
 
 # Longest provider id accepted (subscription, customer, price, product): real ones are well
@@ -32,7 +32,6 @@ _COUNT_LIMIT = 2**63
 # so that no time zone takes it out of the calendar.
 _FIRST_S = int(datetime(1, 1, 2, tzinfo=UTC).timestamp())
 _LAST_S = int(datetime(9999, 12, 30, tzinfo=UTC).timestamp())
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def present(value: object) -> bool:
@@ -156,9 +155,9 @@ def epoch_us(value: object, field: str) -> int:
 def optional_epoch_iso(value: object, field: str) -> str | None:
     if value is None:
         return None
-    # The epoch plus a timedelta is the UTC moment `fromtimestamp(tz=UTC)` gives, without
-    # its time-zone conversion (a replay reads one or two of these per subscription event).
-    return iso_seconds(_EPOCH + timedelta(seconds=epoch_s(value, field)))
+    # The UTC moment `fromtimestamp(tz=UTC)` gives, without its time-zone conversion (a
+    # replay reads one or two of these per subscription event).
+    return iso_seconds(from_us(epoch_s(value, field) * 1_000_000))
 
 
 def moment(value: object, field: str) -> datetime:
